@@ -1,0 +1,1 @@
+"""The `pathonnx` command line: a thin click layer over the pathonnx API."""

@@ -1,0 +1,219 @@
+"""`pathonnx` commands: parse, call the API, render. No algorithm lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+import pathonnx
+from pathonnx.errors import InputError, PathonnxError
+
+from .render import check_text, inspect_text, report_text
+
+
+class ShapeType(click.ParamType):
+    """A per-sample shape written as 3x224x224 (or 3,224,224)."""
+
+    name = "shape"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            dims = tuple(int(d) for d in value.replace(",", "x").split("x"))
+        except ValueError:
+            self.fail(f"{value!r} is not a shape like 3x224x224", param, ctx)
+        if not dims or any(d <= 0 for d in dims):
+            self.fail(f"{value!r}: every dimension must be a positive integer", param, ctx)
+        return dims
+
+
+SHAPE = ShapeType()
+
+
+class Group(click.Group):
+    """Turns pathonnx errors into one line and the exit code of DESIGN §5 (unless --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PathonnxError as err:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"pathonnx: error: {err}", err=True)
+            ctx.exit(err.exit_code)
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def common_model_options(func):
+    func = click.option(
+        "--input-shape",
+        type=SHAPE,
+        help="Per-sample input size, needed when the model leaves it dynamic (e.g. 3x224x224).",
+    )(func)
+    func = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where onnxruntime runs the model.",
+    )(func)
+    return func
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(pathonnx.__version__, prog_name="pathonnx")
+@click.pass_context
+def main(ctx, debug):
+    """Exact, pathway-based explanations of exported ReLU networks, straight from ONNX.
+
+    \b
+    Examples:
+      pathonnx check sample_models/*.onnx
+      pathonnx inspect sample_models/shapes_vgg.onnx
+      pathonnx rewrite model.onnx -o model.canonical.onnx
+    """
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@common_model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print every rewrite pass's report.")
+def check(models, input_shape, device, as_json, verbose):
+    """Check that each MODEL can be explained, for CI.
+
+    For every model: explainable or not and why (every offending node), its op histogram, gates
+    and units, BatchNorm folded or kept, and a numerical self-check that the rewritten model
+    reproduces the original on random inputs.
+
+    Exit code: 0 all explainable and reproduced, 1 some model is not explainable or failed the
+    self-check, 2 some file could not be read.
+
+    \b
+    Example:
+      pathonnx check sample_models/*.onnx --json
+    """
+    results = []
+    show = len(models) > 1 and not as_json and sys.stderr.isatty()
+    with _progress(models, "checking", show=show) as items:
+        for path in items:
+            results.append(pathonnx.check_model(path, input_shape, device))
+    if as_json:
+        emit_json([r.to_dict() for r in results])
+    else:
+        for result in results:
+            click.echo(check_text(result, verbose))
+        ok = sum(r.exit_code == 0 for r in results)
+        if len(results) > 1:
+            click.echo(f"{ok}/{len(results)} model(s) explainable")
+    sys.exit(max(r.exit_code for r in results))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@common_model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the gates as JSON.")
+def inspect(model, input_shape, device, as_json):
+    """Show the gates of MODEL (kind, shape, units) in execution order.
+
+    \b
+    Example:
+      pathonnx inspect sample_models/shapes_resnet.onnx
+    """
+    loaded = pathonnx.load(model, input_shape, device)
+    if as_json:
+        emit_json(
+            {
+                "model": model,
+                "input_shape": list(loaded.input_shape),
+                "num_outputs": loaded.num_outputs,
+                "gates": [
+                    {
+                        "index": i,
+                        "name": g.name,
+                        "kind": g.kind,
+                        "shape": list(g.shape),
+                        "units": g.units,
+                        "params": g.params,
+                    }
+                    for i, g in enumerate(loaded.gates)
+                ],
+                "maxpools": [{"name": m.name, "shape": list(m.shape)} for m in loaded.maxpools],
+            }
+        )
+    else:
+        click.echo(inspect_text(loaded))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="Where to write."
+)
+@common_model_options
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
+@click.option("--json", "as_json", is_flag=True, help="Print the pass reports as JSON.")
+def rewrite(model, out, input_shape, device, force, as_json):
+    """Write the canonical form of MODEL to OUT.
+
+    The canonical model has BatchNorm folded (or kept as a per-channel affine op), Identity and
+    Dropout removed, a trailing Softmax removed (its output is the logits), every gate in one form
+    (Relu, Clip, LeakyRelu, PRelu), a free batch axis, and every gate output and max-pool argmax
+    exposed as extra outputs after the logits.
+
+    \b
+    Example:
+      pathonnx rewrite model.onnx -o model.canonical.onnx
+    """
+    source, target = Path(model), Path(out)
+    if target.exists() and source.exists() and os.path.samefile(source, target):
+        raise InputError(f"{out} is the input model; choose another output path")
+    if target.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it, or choose another path")
+    if target.exists() and target.is_dir():
+        raise InputError(f"{out} is a folder; give a file path")
+    loaded = pathonnx.load(model, input_shape, device)
+    loaded.save(target)
+    if as_json:
+        emit_json({"model": model, "output": out, "passes": [r.to_dict() for r in loaded.reports]})
+    else:
+        click.echo(report_text(loaded.reports))
+        click.echo(f"wrote {out}")
+
+
+class _progress:
+    """A progress bar on stderr, shown only when there is more than one item of work."""
+
+    def __init__(self, items, label: str, show: bool):
+        self.items, self.label, self.show = items, label, show
+        self.bar = None
+
+    def __enter__(self):
+        if not self.show:
+            return iter(self.items)
+        self.bar = click.progressbar(self.items, label=self.label, file=sys.stderr)
+        return self.bar.__enter__()
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

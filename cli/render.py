@@ -1,0 +1,78 @@
+"""Plain-text rendering of pathonnx results for the terminal."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import pathonnx
+
+
+def _histogram(ops: dict[str, int]) -> str:
+    return " ".join(f"{op}×{n}" for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
+    lines = []
+    if result.explainable and result.exit_code == 0:
+        lines.append(f"{result.model}: explainable")
+    elif result.explainable:
+        lines.append(f"{result.model}: FAILED self-check: {result.error}")
+    elif result.unsupported:
+        lines.append(f"{result.model}: NOT explainable: {len(result.unsupported)} unsupported node(s)")
+        lines += [f"  {u['op']} {u['node']!r}: {u['reason']}" for u in result.unsupported]
+    else:
+        lines.append(f"{result.model}: cannot be read: {result.error}")
+    if result.ops:
+        lines.append(f"  ops (original):  {_histogram(result.ops)}")
+    if result.opset_upgraded_from is not None:
+        lines.append(f"  opset upgraded from {result.opset_upgraded_from} to 13")
+    if not result.explainable:
+        return "\n".join(lines)
+    lines.append(f"  ops (canonical): {_histogram(result.canonical_ops)}")
+    shape = "x".join(map(str, result.input_shape))
+    lines.append(f"  input {shape}, {result.num_outputs} outputs (logits)")
+    kinds = ", ".join(f"{k}×{n}" for k, n in result.gate_kinds.items())
+    lines.append(
+        f"  gates: {result.gates} ({kinds}), {result.units:,} units per sample; "
+        f"max-pools: {result.maxpools}"
+    )
+    bn = result.batchnorm
+    lines.append(f"  batchnorm: {bn['folded']} folded, {bn['kept_affine']} kept as affine")
+    if result.softmax_stripped:
+        lines.append("  trailing softmax removed: explanations are of the logits")
+    check = result.self_check
+    verdict = "ok" if check["passed"] else "FAILED"
+    lines.append(
+        f"  self-check: max |Δ{check['compared']}| = {check['max_abs_diff']:.2e} "
+        f"(tolerance {check['tolerance']:.2e}, batch {check['batch']}) {verdict}"
+    )
+    if verbose:
+        for report in result.passes:
+            lines.append(f"  pass {report['pass']}:")
+            lines += [f"    + {c}" for c in report["changed"]]
+            lines += [f"    - {s}" for s in report["skipped"]]
+    return "\n".join(lines)
+
+
+def inspect_text(model: pathonnx.Model) -> str:
+    rows = [("#", "gate", "kind", "shape", "units", "params")]
+    for i, gate in enumerate(model.gates):
+        params = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}[{np.size(v)}]"
+            for k, v in gate.params.items()
+        )
+        rows.append((str(i), gate.name, gate.kind, "x".join(map(str, gate.shape)), f"{gate.units:,}", params))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = [f"{model.source}: input {'x'.join(map(str, model.input_shape))}, "
+             f"{model.num_outputs} outputs, {len(model.gates)} gates"]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    total = sum(g.units for g in model.gates)
+    lines.append(f"total: {total:,} units per sample")
+    for site in model.maxpools:
+        lines.append(f"max-pool {site.name} {'x'.join(map(str, site.shape))} (argmax frozen)")
+    return "\n".join(lines)
+
+
+def report_text(reports: list[pathonnx.PassReport]) -> str:
+    return "\n".join(r.summary() for r in reports)

@@ -1,0 +1,28 @@
+"""pathonnx: exact, pathway-based explanations of exported ReLU networks, straight from ONNX."""
+
+from __future__ import annotations
+
+from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
+from .forward import Forward
+from .model import Gate, MaxPoolSite, Model, load
+from .rewrite import PassReport
+from .check import CheckResult, SelfCheck, check_model, self_check
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckResult",
+    "Forward",
+    "Gate",
+    "InputError",
+    "MaxPoolSite",
+    "Model",
+    "ModelLoadError",
+    "PassReport",
+    "PathonnxError",
+    "SelfCheck",
+    "UnsupportedModelError",
+    "check_model",
+    "load",
+    "self_check",
+]

@@ -1,0 +1,154 @@
+"""`pathonnx check`: can this model be explained, and does the rewrite reproduce it exactly?"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import PathonnxError, UnsupportedModelError
+from .forward import make_session
+from .load import load_model
+from .model import Model
+from .rewrite import canonicalize
+
+#: The rewritten model must match the original to this fraction of the logit scale.
+RELATIVE_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """Result of comparing the canonical model with the original on random inputs.
+
+    ``compared`` is "logits" when the original graph has a tensor equal to the logits (the usual
+    case), else "output": its output, through a softmax when one was stripped.
+    """
+
+    max_abs_diff: float
+    logit_scale: float
+    tolerance: float
+    batch: int
+    compared: str
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _original_with_logits(model: Model) -> tuple[onnx.ModelProto, str]:
+    """The original model, with the canonical logits tensor added as an output if it exists."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.original)
+    outputs = [o.name for o in proto.graph.output]
+    name = model.reference_name
+    if name in outputs:
+        return proto, "logits"
+    produced = {out for node in proto.graph.node for out in node.output}
+    if name not in produced:
+        return proto, "output"
+    info = proto.graph.output.add()
+    info.name = name
+    info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return proto, "logits"
+
+
+def self_check(model: Model, batch: int = 2, seed: int = 0) -> SelfCheck:
+    """Run original and canonical models on ``batch`` standard-normal inputs and compare.
+
+    The original runs one sample at a time (its batch is pinned to 1); the canonical runs the
+    whole batch at once, which also checks that the batch axis was freed correctly.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
+    proto, compared = _original_with_logits(model)
+    session = make_session(proto, ["CPUExecutionProvider"])
+    name = model.reference_name if compared == "logits" else proto.graph.output[0].name
+    expected = np.concatenate(
+        [session.run([name], {model.input_name: x[i : i + 1]})[0] for i in range(batch)]
+    ).reshape(batch, -1)
+    got = model.forward(x).logits
+    if compared == "output" and model.softmax_stripped:
+        shifted = np.exp(got - got.max(axis=1, keepdims=True))
+        got = shifted / shifted.sum(axis=1, keepdims=True)
+    diff = float(np.abs(got - expected).max())
+    scale = float(max(np.abs(expected).max(), 1e-12))
+    tolerance = RELATIVE_TOLERANCE * scale
+    return SelfCheck(diff, scale, tolerance, batch, compared, bool(diff <= tolerance))
+
+
+@dataclass
+class CheckResult:
+    """What ``pathonnx check`` reports for one model file."""
+
+    model: str
+    explainable: bool = False
+    error: str | None = None
+    exit_code: int = 0
+    unsupported: list[dict] = field(default_factory=list)
+    ops: dict[str, int] = field(default_factory=dict)
+    canonical_ops: dict[str, int] = field(default_factory=dict)
+    input_shape: list[int] | None = None
+    num_outputs: int | None = None
+    gates: int = 0
+    units: int = 0
+    gate_kinds: dict[str, int] = field(default_factory=dict)
+    maxpools: int = 0
+    batchnorm: dict[str, int] = field(default_factory=dict)
+    softmax_stripped: bool = False
+    opset_upgraded_from: int | None = None
+    self_check: dict | None = None
+    passes: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_model(
+    path: str | os.PathLike, input_shape: tuple[int, ...] | None = None, device: str = "auto"
+) -> CheckResult:
+    """Load, canonicalize and self-check one model; never raises for a bad model file.
+
+    ``exit_code`` follows DESIGN §5: 0 explainable and reproduced, 1 not explainable or the
+    self-check failed, 2 unreadable (or a bad ``input_shape``).
+    """
+    result = CheckResult(model=str(path))
+    try:
+        loaded = load_model(path, input_shape)
+        result.ops = dict(Counter(n.op_type for n in loaded.proto.graph.node))
+        result.opset_upgraded_from = loaded.opset_upgraded_from
+        result.input_shape = list(loaded.input_shape)
+        model = Model(loaded, canonicalize(loaded, Path(path).name), device)
+    except UnsupportedModelError as err:
+        result.error, result.exit_code = str(err), err.exit_code
+        result.unsupported = [{"node": n, "op": op, "reason": why} for n, op, why in err.nodes]
+        return result
+    except PathonnxError as err:
+        result.error, result.exit_code = str(err), err.exit_code
+        return result
+    result.explainable = True
+    result.canonical_ops = dict(model.op_histogram())
+    result.num_outputs = model.num_outputs
+    result.gates = len(model.gates)
+    result.units = sum(g.units for g in model.gates)
+    result.gate_kinds = dict(Counter(g.kind for g in model.gates))
+    result.maxpools = len(model.maxpools)
+    result.softmax_stripped = model.softmax_stripped
+    result.passes = [r.to_dict() for r in model.reports]
+    bn = next(r for r in model.reports if r.name == "fold_batchnorm")
+    result.batchnorm = {
+        "folded": sum(c.startswith("folded") for c in bn.changed),
+        "kept_affine": sum(c.startswith("kept") for c in bn.changed),
+    }
+    check = self_check(model)
+    result.self_check = check.to_dict()
+    if not check.passed:
+        result.exit_code = 1
+        result.error = (
+            f"the rewritten model differs from the original by {check.max_abs_diff:.3g} "
+            f"(tolerance {check.tolerance:.3g}); please report this model"
+        )
+    return result

@@ -1,0 +1,34 @@
+"""Errors that pathonnx raises, each with the exit code the CLI maps it to (DESIGN §5)."""
+
+from __future__ import annotations
+
+
+class PathonnxError(Exception):
+    """Base class. The message is one line: what is wrong, and what to do."""
+
+    exit_code = 2
+
+
+class ModelLoadError(PathonnxError):
+    """The file is not a readable ONNX model (corrupt, truncated, unsafe external data, ...)."""
+
+    exit_code = 2
+
+
+class UnsupportedModelError(PathonnxError):
+    """The model reads fine but is not an explainable piecewise-linear network.
+
+    ``nodes`` lists every offending ``(node name, op type, reason)``.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, nodes: list[tuple[str, str, str]] | None = None):
+        super().__init__(message)
+        self.nodes = list(nodes or [])
+
+
+class InputError(PathonnxError):
+    """An input array, image or argument does not fit the model (shape, dtype, NaN, target)."""
+
+    exit_code = 2

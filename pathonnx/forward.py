@@ -1,0 +1,73 @@
+"""Stage 3, forward: onnxruntime sessions, input validation, and one run for logits + gates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def providers_for(device: str = "auto") -> list[str]:
+    """onnxruntime providers for ``device``: CUDA when asked for or available, else CPU."""
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise InputError(
+            "device 'cuda' asked for, but onnxruntime has no CUDA provider here; install "
+            "pathonnx[gpu] on a machine with an NVIDIA GPU, or use device='cpu'"
+        )
+    if device == "cuda" or (device == "auto" and has_cuda):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(proto: onnx.ModelProto, providers: list[str]) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initializers are noise to users
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+
+
+def as_batch(x, input_shape: tuple[int, ...], what: str = "input") -> np.ndarray:
+    """Validate ``x`` as a float32 batch ``(N, *input_shape)``; returns a new or read-only array."""
+    try:
+        array = np.asarray(x)
+    except Exception as err:
+        raise InputError(f"{what} cannot be read as an array ({err})") from None
+    if array.dtype.kind not in "fiu" and array.dtype != np.bool_:
+        raise InputError(f"{what} has dtype {array.dtype}; pass float32 numbers")
+    if tuple(array.shape) == tuple(input_shape):
+        raise InputError(
+            f"{what} has shape {array.shape}, one sample without a batch axis; pass "
+            f"x[None] (shape (1, {', '.join(map(str, input_shape))}))"
+        )
+    if array.ndim != len(input_shape) + 1 or tuple(array.shape[1:]) != tuple(input_shape):
+        want = ", ".join(["N", *map(str, input_shape)])
+        raise InputError(f"{what} has shape {array.shape}; the model takes ({want})")
+    if array.shape[0] == 0:
+        raise InputError(f"{what} is an empty batch; pass at least one sample")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise InputError(f"{what} contains NaN or Inf; clean the input before explaining it")
+    return array
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One forward pass: ``logits`` (N, K) and each gate's output ``activations[name]``
+    (N, *gate.shape), plus each max-pool's flat argmax ``argmax[name]``."""
+
+    logits: np.ndarray
+    activations: dict[str, np.ndarray]
+    argmax: dict[str, np.ndarray]
+
+    @property
+    def prediction(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)

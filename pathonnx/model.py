@@ -1,0 +1,208 @@
+"""The Model: a loaded, canonicalized network with its gates and its onnxruntime forward pass."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+
+from .errors import InputError, UnsupportedModelError
+from .forward import Forward, as_batch, make_session, providers_for
+from .load import LoadedModel, load_model
+from .ops import GATE_KINDS
+from .rewrite import Canonical, PassReport, argmax_name, canonicalize
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate tensor. ``name`` is the ONNX tensor name of its output, ``shape`` is per sample
+    (its units are the elements of that shape), ``params`` hold the constant bounds or slopes."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    node: str = ""
+    params: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def units(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class MaxPoolSite:
+    """A max-pool whose argmax is frozen at the input: ``name`` its output tensor."""
+
+    name: str
+    argmax: str
+    shape: tuple[int, ...]
+
+
+class Model:
+    """An explainable network: canonical ONNX graph, gates in execution order, forward pass.
+
+    Build it with :func:`pathonnx.load`. ``input_shape`` is per sample; ``num_outputs`` is K.
+    """
+
+    def __init__(self, loaded: LoadedModel, canonical: Canonical, device: str = "auto"):
+        self._loaded = loaded
+        self._canonical = canonical
+        self.source = loaded.source
+        self.input_name = loaded.input_name
+        self.input_shape: tuple[int, ...] = loaded.input_shape
+        self.logits_name = canonical.logits_name
+        self.reference_name = canonical.reference
+        self.reports: list[PassReport] = canonical.reports
+        self.providers = providers_for(device)
+        self._session = None
+        shapes = _static_shapes(canonical.proto)
+        inits = {t.name: t for t in canonical.proto.graph.initializer}
+        self.gates: list[Gate] = []
+        self.maxpools: list[MaxPoolSite] = []
+        for node in canonical.proto.graph.node:
+            if node.op_type in GATE_KINDS:
+                name = node.output[0]
+                self.gates.append(
+                    Gate(name, GATE_KINDS[node.op_type], shapes[name], node.name, _params(node, inits))
+                )
+            elif node.op_type == "MaxPool":
+                name = node.output[0]
+                self.maxpools.append(MaxPoolSite(name, node.output[1], shapes[name]))
+        logits_shape = shapes.get(self.logits_name)
+        if logits_shape is None or len(logits_shape) != 1:
+            shown = "?" if logits_shape is None else ", ".join(map(str, logits_shape))
+            raise UnsupportedModelError(
+                f"{self.source}: the output has per-sample shape ({shown}); pathonnx explains "
+                "classifiers whose output is logits or probabilities of shape (N, K)"
+            )
+        self.num_outputs = int(logits_shape[0])
+
+    # -- the graphs -------------------------------------------------------------------------------
+
+    @property
+    def original(self) -> onnx.ModelProto:
+        """The model as read (opset upgraded if needed, batch pinned to 1, shapes inferred)."""
+        return self._loaded.proto
+
+    @property
+    def canonical(self) -> onnx.ModelProto:
+        """The rewritten model that pathonnx runs: outputs are the logits, then every gate."""
+        return self._canonical.proto
+
+    @property
+    def softmax_stripped(self) -> bool:
+        return any(r.name == "strip_softmax" and r.applied for r in self.reports)
+
+    @property
+    def opset_upgraded_from(self) -> int | None:
+        return self._loaded.opset_upgraded_from
+
+    def op_histogram(self, canonical: bool = True) -> Counter:
+        graph = (self.canonical if canonical else self.original).graph
+        return Counter(node.op_type for node in graph.node)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.original.SerializeToString()).hexdigest()
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {p.key: p.value for p in self.original.metadata_props}
+
+    # -- running ----------------------------------------------------------------------------------
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = make_session(self.canonical, self.providers)
+        return self._session
+
+    def forward(self, x) -> Forward:
+        """Run once: ``x`` float32 (N, *input_shape) -> logits (N, K) and every gate's output."""
+        x = as_batch(x, self.input_shape)
+        names = [self.logits_name, *(g.name for g in self.gates), *(m.argmax for m in self.maxpools)]
+        values = self.session.run(names, {self.input_name: x})
+        n_gates = len(self.gates)
+        return Forward(
+            logits=values[0],
+            activations={g.name: v for g, v in zip(self.gates, values[1 : 1 + n_gates])},
+            argmax={m.name: v for m, v in zip(self.maxpools, values[1 + n_gates :])},
+        )
+
+    def check_target(self, target, n: int) -> np.ndarray:
+        """Targets as (N,) int64, from an int or one per sample; raises on out-of-range."""
+        t = np.asarray(target)
+        if t.dtype.kind not in "iu" and not (t.dtype.kind == "f" and np.all(t == np.round(t))):
+            raise InputError(f"target {target!r} is not an integer class index")
+        t = np.broadcast_to(t.astype(np.int64), (n,)) if t.ndim == 0 else t.astype(np.int64)
+        if t.shape != (n,):
+            raise InputError(f"target has shape {t.shape}; give an int or one per sample ({n})")
+        bad = t[(t < 0) | (t >= self.num_outputs)]
+        if bad.size:
+            raise InputError(
+                f"target {int(bad[0])} is out of range; the model has {self.num_outputs} "
+                f"outputs (0..{self.num_outputs - 1})"
+            )
+        return t
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the canonical model atomically (temp file, then rename)."""
+        from .io import atomic_write_bytes
+
+        return atomic_write_bytes(Path(path), self.canonical.SerializeToString())
+
+    def __repr__(self) -> str:
+        units = sum(g.units for g in self.gates)
+        return (
+            f"Model({self.source!r}, input={self.input_shape}, K={self.num_outputs}, "
+            f"gates={len(self.gates)}, units/sample={units})"
+        )
+
+
+def _static_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Per-sample shapes of every tensor whose non-batch dims are known."""
+    shapes = {}
+    for info in [*proto.graph.value_info, *proto.graph.output, *proto.graph.input]:
+        dims = info.type.tensor_type.shape.dim
+        if not dims or not all(d.HasField("dim_value") for d in dims[1:]):
+            continue
+        shapes[info.name] = tuple(int(d.dim_value) for d in dims[1:])
+    return shapes
+
+
+def _params(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> dict:
+    """Constant parameters of a canonical gate: Clip bounds, LeakyRelu alpha, PRelu slope."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "LeakyRelu":
+        return {"alpha": float(attrs.get("alpha", 0.01))}
+    if node.op_type == "Clip":
+        lo, hi = (onnx.numpy_helper.to_array(inits[name]) for name in node.input[1:3])
+        return {"lo": float(lo), "hi": float(hi)}
+    if node.op_type == "PRelu":
+        return {"slope": onnx.numpy_helper.to_array(inits[node.input[1]])}
+    return {}
+
+
+def load(
+    path: str | os.PathLike | onnx.ModelProto | bytes,
+    input_shape: tuple[int, ...] | None = None,
+    device: str = "auto",
+) -> Model:
+    """Load and canonicalize an exported ReLU network.
+
+    ``input_shape`` (per sample, e.g. ``(3, 224, 224)``) is needed only when the file leaves a
+    non-batch input dimension dynamic. ``device``: "auto" (CUDA when available), "cpu", "cuda".
+    Raises :class:`ModelLoadError` for unreadable files and :class:`UnsupportedModelError`,
+    listing every offending node, for models outside the piecewise-linear vocabulary.
+    """
+    loaded = load_model(path, input_shape)
+    name = Path(loaded.source).name if loaded.source[0] != "<" else loaded.source
+    return Model(loaded, canonicalize(loaded, name), device)
+
+
+__all__ = ["Gate", "MaxPoolSite", "Model", "argmax_name", "load"]
