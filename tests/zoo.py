@@ -503,6 +503,7 @@ ALL_EXPORTS: list[tuple[str, str, int]] = [
 
 
 def example_input(arch_name: str, batch: int = 1, seed: int = 0) -> np.ndarray:
+    """A standard-normal float32 input of shape (batch, *input_shape) for row ``arch_name``."""
     shape = (batch, *ARCHITECTURES[arch_name].input_shape)
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -517,8 +518,8 @@ def export_module(
 ) -> None:
     """Export ``module`` traced at ``x`` to ``path`` as one self-contained ONNX file."""
     args = (torch.from_numpy(x),)
-    names = {"input_names": ["input"], "output_names": ["logits"]}
     if exporter == "legacy":
+        # The legacy exporter only writes external data past 2 GB; these files are tiny.
         dynamic_axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic_batch else None
         torch.onnx.export(
             module,
@@ -526,8 +527,9 @@ def export_module(
             os.fspath(path),
             dynamo=False,
             opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
             dynamic_axes=dynamic_axes,
-            **names,
         )
     elif exporter == "dynamo":
         # Static batch on purpose: dynamo then hard-codes the batch size in Reshape shapes.
@@ -537,9 +539,10 @@ def export_module(
             os.fspath(path),
             dynamo=True,
             opset_version=max(opset, 18),
+            input_names=["input"],
+            output_names=["logits"],
             external_data=False,
             verbose=False,
-            **names,
         )
     else:
         raise ValueError(f"unknown exporter {exporter!r}; use 'legacy' or 'dynamo'")

@@ -38,19 +38,23 @@ class PassReport:
 RewritePass = Callable[[gs.Graph], tuple[gs.Graph, PassReport]]
 
 
-def rewrite_pass(name: str) -> Callable[[Callable[[gs.Graph, PassReport], None]], RewritePass]:
+PassBody = Callable[[gs.Graph, PassReport], "gs.Graph | None"]
+
+
+def rewrite_pass(name: str) -> Callable[[PassBody], RewritePass]:
     """Turn ``body(graph, report)``, which edits a graph in place, into a pure pass.
 
     The wrapper hands the body a copy, so the caller's graph is never touched. Bodies must not
-    write into the numpy arrays of constants either: they make new arrays.
+    write into the numpy arrays of constants either: they make new arrays. A body may return a
+    different graph (e.g. one re-imported after shape inference) instead of editing its copy.
     """
 
-    def wrap(body: Callable[[gs.Graph, PassReport], None]) -> RewritePass:
+    def wrap(body: PassBody) -> RewritePass:
         @functools.wraps(body)
         def run(graph: gs.Graph) -> tuple[gs.Graph, PassReport]:
             new = graph.copy()
             report = PassReport(name)
-            body(new, report)
+            new = body(new, report) or new
             # No toposort: passes put new nodes where the old ones stood, so the original
             # execution order (which `depth` counts gates in) survives every pass.
             new.cleanup()

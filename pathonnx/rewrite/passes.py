@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
+from onnx import shape_inference
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from .base import PassReport, consumers, constant_value, is_data, node_label, rewrite_pass
@@ -33,15 +34,25 @@ def _histogram(graph: gs.Graph) -> Counter:
 
 
 @rewrite_pass("fold_constants")
-def fold_constants(graph: gs.Graph, report: PassReport) -> None:
-    """Fold constant subgraphs: exporters' Shape/Gather/Concat chains, computed pads, weights."""
+def fold_constants(graph: gs.Graph, report: PassReport) -> gs.Graph:
+    """Fold constant subgraphs: exporters' Shape/Gather/Concat chains, computed pads, weights.
+
+    Folding one Reshape's shape chain makes the shapes after it known, which lets the next
+    chain fold: so fold, infer shapes again, and repeat until nothing changes.
+    """
     before = _histogram(graph)
-    graph.fold_constants(error_ok=True).cleanup()
-    after = _histogram(graph)
-    gone = before - after
+    for _ in range(16):
+        count = len(graph.nodes)
+        graph.fold_constants(error_ok=True).cleanup()
+        if len(graph.nodes) == count:
+            break
+        proto = gs.export_onnx(graph, do_type_check=False)
+        graph = gs.import_onnx(shape_inference.infer_shapes(proto, data_prop=True))
+    gone = before - _histogram(graph)
     if gone:
         parts = ", ".join(f"{op}×{n}" for op, n in sorted(gone.items()))
         report.changed.append(f"folded {sum(gone.values())} node(s): {parts}")
+    return graph
 
 
 # --- Identity and Dropout ------------------------------------------------------------------------
@@ -386,13 +397,14 @@ def free_batch(graph: gs.Graph, report: PassReport) -> None:
             shape = constant_value(node.inputs[1])
             if shape is None or shape.size == 0 or int(shape[0]) != 1:
                 continue
-            if node.attrs.get("allowzero", 0):
-                report.skipped.append(f"{node_label(node)}: allowzero=1, cannot copy the batch")
+            new_shape = _batch_free_shape(node, np.asarray(shape, np.int64))
+            if new_shape is None:
+                report.skipped.append(f"{node_label(node)}: cannot tell which dim is the batch")
                 continue
-            new_shape = np.array(shape, dtype=np.int64)
-            new_shape[0] = 0  # 0 copies the input's batch size
             node.inputs[1] = gs.Constant(f"{node.inputs[1].name}__nbatch", new_shape)
-            report.changed.append(f"{node_label(node)}: target shape {list(shape)} -> batch kept")
+            report.changed.append(
+                f"{node_label(node)}: target shape {shape.tolist()} -> {new_shape.tolist()}"
+            )
         elif node.op == "Resize" and len(node.inputs) > 3 and node.inputs[3].name:
             sizes = constant_value(node.inputs[3])
             in_shape = node.inputs[0].shape
@@ -407,6 +419,22 @@ def free_batch(graph: gs.Graph, report: PassReport) -> None:
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Variable) and tensor not in graph.inputs + graph.outputs:
             tensor.shape = None
+
+
+def _batch_free_shape(node: gs.Node, shape: np.ndarray) -> np.ndarray | None:
+    """A Reshape target equal to ``shape`` at batch 1 that follows the input's batch size.
+
+    With the inferred (batch-1) output shape, write every other dim explicitly and let the batch
+    be the one inferred dim (-1): this works whatever ``allowzero`` says (dynamo sets it to 1).
+    """
+    out = node.outputs[0].shape
+    if out is not None and len(out) == len(shape) and all(isinstance(d, int) for d in out[1:]):
+        return np.array([-1, *out[1:]], dtype=np.int64)
+    if not node.attrs.get("allowzero", 0):
+        return np.array([0, *shape[1:]], dtype=np.int64)  # 0 copies the input's batch size
+    if -1 not in shape[1:].tolist():
+        return np.array([-1, *shape[1:]], dtype=np.int64)
+    return None
 
 
 # --- exposing what the backward walk reads -------------------------------------------------------
