@@ -46,6 +46,17 @@ class Group(click.Group):
                 raise
             click.echo(f"pathonnx: error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as err:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(
+                f"pathonnx: internal error: {type(err).__name__}: {err}; run with --debug for "
+                "the traceback, and please report it",
+                err=True,
+            )
+            ctx.exit(1)
 
 
 def emit_json(data) -> None:

@@ -18,7 +18,9 @@ def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
     elif result.explainable:
         lines.append(f"{result.model}: FAILED self-check: {result.error}")
     elif result.unsupported:
-        lines.append(f"{result.model}: NOT explainable: {len(result.unsupported)} unsupported node(s)")
+        lines.append(
+            f"{result.model}: NOT explainable: {len(result.unsupported)} unsupported node(s)"
+        )
         lines += [f"  {u['op']} {u['node']!r}: {u['reason']}" for u in result.unsupported]
     else:
         lines.append(f"{result.model}: cannot be read: {result.error}")
@@ -61,10 +63,21 @@ def inspect_text(model: pathonnx.Model) -> str:
             f"{k}={v:g}" if isinstance(v, float) else f"{k}[{np.size(v)}]"
             for k, v in gate.params.items()
         )
-        rows.append((str(i), gate.name, gate.kind, "x".join(map(str, gate.shape)), f"{gate.units:,}", params))
+        rows.append(
+            (
+                str(i),
+                gate.name,
+                gate.kind,
+                "x".join(map(str, gate.shape)),
+                f"{gate.units:,}",
+                params,
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = [f"{model.source}: input {'x'.join(map(str, model.input_shape))}, "
-             f"{model.num_outputs} outputs, {len(model.gates)} gates"]
+    lines = [
+        f"{model.source}: input {'x'.join(map(str, model.input_shape))}, "
+        f"{model.num_outputs} outputs, {len(model.gates)} gates"
+    ]
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     total = sum(g.units for g in model.gates)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from .check import CheckResult, SelfCheck, check_model, self_check
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
 from .forward import Forward
 from .model import Gate, MaxPoolSite, Model, load
 from .rewrite import PassReport
-from .check import CheckResult, SelfCheck, check_model, self_check
 
 __version__ = "0.1.0"
 

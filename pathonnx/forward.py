@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import InputError
+from .errors import InputError, ModelLoadError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -32,7 +32,14 @@ def providers_for(device: str = "auto") -> list[str]:
 def make_session(proto: onnx.ModelProto, providers: list[str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are noise to users
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(
+            f"onnxruntime cannot run the model ({first}); check that the original file runs in "
+            "onnxruntime, and report it if it does"
+        ) from None
 
 
 def as_batch(x, input_shape: tuple[int, ...], what: str = "input") -> np.ndarray:

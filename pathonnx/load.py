@@ -1,4 +1,4 @@
-"""Stage 1, load: read an ONNX file safely, upgrade old opsets, pin the input shape, infer shapes."""
+"""Stage 1, load: read an ONNX file safely, upgrade old opsets, pin the input, infer shapes."""
 
 from __future__ import annotations
 

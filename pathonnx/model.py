@@ -69,7 +69,13 @@ class Model:
             if node.op_type in GATE_KINDS:
                 name = node.output[0]
                 self.gates.append(
-                    Gate(name, GATE_KINDS[node.op_type], shapes[name], node.name, _params(node, inits))
+                    Gate(
+                        name,
+                        GATE_KINDS[node.op_type],
+                        shapes[name],
+                        node.name,
+                        _params(node, inits),
+                    )
                 )
             elif node.op_type == "MaxPool":
                 name = node.output[0]
@@ -125,7 +131,11 @@ class Model:
     def forward(self, x) -> Forward:
         """Run once: ``x`` float32 (N, *input_shape) -> logits (N, K) and every gate's output."""
         x = as_batch(x, self.input_shape)
-        names = [self.logits_name, *(g.name for g in self.gates), *(m.argmax for m in self.maxpools)]
+        names = [
+            self.logits_name,
+            *(g.name for g in self.gates),
+            *(m.argmax for m in self.maxpools),
+        ]
         values = self.session.run(names, {self.input_name: x})
         n_gates = len(self.gates)
         return Forward(

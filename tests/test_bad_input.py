@@ -143,7 +143,9 @@ def test_bad_model_cli(case, command, tmp_path):
     build, _, code, words = CASES[case]
     path = build(tmp_path)
     before = snapshot(tmp_path)
-    args = [command, str(path)] + (["-o", str(tmp_path / "out.onnx")] if command == "rewrite" else [])
+    args = [command, str(path)] + (
+        ["-o", str(tmp_path / "out.onnx")] if command == "rewrite" else []
+    )
     result = CliRunner().invoke(main, args)
     assert result.exit_code == code, result.output
     output = result.stdout if command == "check" else result.stderr

@@ -37,7 +37,9 @@ def conv_bn(consumer: str = "o = Relu(b)") -> onnx.ModelProto:
     )  # fmt: skip
 
 
-def assert_same_logits(model: onnx.ModelProto, batch: int = 3, atol: float = 1e-5) -> pathonnx.Model:
+def assert_same_logits(
+    model: onnx.ModelProto, batch: int = 3, atol: float = 1e-5
+) -> pathonnx.Model:
     """The canonical model reproduces the original, sample by sample, at batch ``batch``."""
     loaded = pathonnx.load(model, device="cpu")
     x = rand(batch, *loaded.input_shape, seed=7)

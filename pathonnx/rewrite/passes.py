@@ -10,7 +10,7 @@ import onnxruntime as ort
 from onnx import shape_inference
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from .base import PassReport, consumers, constant_value, is_data, node_label, rewrite_pass
+from .base import PassReport, constant_value, consumers, is_data, node_label, rewrite_pass
 
 # graphsurgeon warns about every constant it cannot fold; the pass reports list what matters.
 G_LOGGER.severity = G_LOGGER.ERROR
@@ -208,7 +208,7 @@ def _fold_into(producer: gs.Node, s: np.ndarray, t: np.ndarray) -> None:
         new_b = np.broadcast_to(bias, s.shape) * s + t
         producer.attrs["beta"] = 1.0
     producer.inputs[1] = gs.Constant(weight.name + "_bnfold", new_w.astype(np.float32))
-    bias_name = (producer.inputs[2].name if has_bias else producer.name or weight.name) + "_bnfold"
+    bias_name = (producer.inputs[2].name if has_bias else f"{weight.name}_bias") + "_bnfold"
     bias_tensor = gs.Constant(bias_name, np.asarray(new_b, np.float32).reshape(-1))
     if has_bias:
         producer.inputs[2] = bias_tensor
