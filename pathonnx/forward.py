@@ -68,11 +68,15 @@ def as_batch(x, input_shape: tuple[int, ...], what: str = "input") -> np.ndarray
 
 @dataclass(frozen=True)
 class Forward:
-    """One forward pass: ``logits`` (N, K) and each gate's output ``activations[name]``
-    (N, *gate.shape), plus each max-pool's flat argmax ``argmax[name]``."""
+    """One forward pass at ``x`` (N, *input_shape): ``logits`` (N, K); each gate's output
+    ``activations[name]`` (N, *gate.shape); the input of each LeakyRelu/PRelu gate
+    ``preactivations[name]``; each max-pool's argmax ``argmax[name]`` (onnxruntime's flat
+    indices into the pool's input, batch and channel offsets included)."""
 
+    x: np.ndarray
     logits: np.ndarray
     activations: dict[str, np.ndarray]
+    preactivations: dict[str, np.ndarray]
     argmax: dict[str, np.ndarray]
 
     @property

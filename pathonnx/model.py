@@ -29,6 +29,8 @@ class Gate:
     shape: tuple[int, ...]
     node: str = ""
     params: dict = field(default_factory=dict, compare=False, repr=False)
+    input: str = ""
+    """The gate's input tensor (its pre-activation)."""
 
     @property
     def units(self) -> int:
@@ -61,6 +63,7 @@ class Model:
         self.reports: list[PassReport] = canonical.reports
         self.providers = providers_for(device)
         self._session = None
+        self._engine = None
         shapes = _static_shapes(canonical.proto)
         inits = {t.name: t for t in canonical.proto.graph.initializer}
         self.gates: list[Gate] = []
@@ -68,15 +71,9 @@ class Model:
         for node in canonical.proto.graph.node:
             if node.op_type in GATE_KINDS:
                 name = node.output[0]
-                self.gates.append(
-                    Gate(
-                        name,
-                        GATE_KINDS[node.op_type],
-                        shapes[name],
-                        node.name,
-                        _params(node, inits),
-                    )
-                )
+                kind = GATE_KINDS[node.op_type]
+                params = _params(node, inits)
+                self.gates.append(Gate(name, kind, shapes[name], node.name, params, node.input[0]))
             elif node.op_type == "MaxPool":
                 name = node.output[0]
                 self.maxpools.append(MaxPoolSite(name, node.output[1], shapes[name]))
@@ -129,20 +126,44 @@ class Model:
         return self._session
 
     def forward(self, x) -> Forward:
-        """Run once: ``x`` float32 (N, *input_shape) -> logits (N, K) and every gate's output."""
+        """Run once: ``x`` float32 (N, *input_shape) -> logits (N, K), every gate's output, the
+        inputs of LeakyRelu/PRelu gates and every max-pool's argmax (the frozen pattern)."""
         x = as_batch(x, self.input_shape)
+        pre = [g for g in self.gates if g.kind in ("leaky_relu", "prelu")]
+        wanted = [g.input for g in pre if g.input != self.input_name]
         names = [
             self.logits_name,
             *(g.name for g in self.gates),
             *(m.argmax for m in self.maxpools),
         ]
-        values = self.session.run(names, {self.input_name: x})
-        n_gates = len(self.gates)
+        names += [name for name in wanted if name not in names]
+        values = dict(zip(names, self.session.run(names, {self.input_name: x})))
+        values[self.input_name] = x
         return Forward(
-            logits=values[0],
-            activations={g.name: v for g, v in zip(self.gates, values[1 : 1 + n_gates])},
-            argmax={m.name: v for m, v in zip(self.maxpools, values[1 + n_gates :])},
+            x=x,
+            logits=values[self.logits_name],
+            activations={g.name: values[g.name] for g in self.gates},
+            preactivations={g.name: values[g.input] for g in pre},
+            argmax={m.name: values[m.argmax] for m in self.maxpools},
         )
+
+    @property
+    def engine(self):
+        """The linear engine (adjoint and frozen graphs), built on first use."""
+        if self._engine is None:
+            from .engine import LinearEngine  # the engine is the next stage of the pipeline
+
+            self._engine = LinearEngine(self)
+        return self._engine
+
+    def linearize(self, x, target, masks: dict | None = None):
+        """The exact linear model at ``x``: ``.W`` (shape of x) and ``.b`` (N,) for ``target``.
+
+        ``target``: an int or one per sample. ``masks``: gate name -> bool array of shape
+        ``gate.shape`` or ``(N, *gate.shape)``; units outside a mask are removed (they pass
+        nothing), giving the pathway's ``W^p, b^p``. Without masks ``Σ W⊙x + b`` is the logit.
+        """
+        return self.engine.linearize(x, target, masks)
 
     def check_target(self, target, n: int) -> np.ndarray:
         """Targets as (N,) int64, from an int or one per sample; raises on out-of-range."""

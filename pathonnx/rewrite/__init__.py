@@ -64,7 +64,12 @@ def canonicalize(loaded: LoadedModel, name: str = "model") -> Canonical:
     for rewrite in PIPELINE:
         graph, report = rewrite(graph)
         reports.append(report)
-    offenders = unsupported_nodes(graph)
+    proto = gs.export_onnx(graph, do_type_check=False)
+    _carry_model_fields(loaded.proto, proto)
+    del proto.graph.value_info[:]
+    proto = shape_inference.infer_shapes(proto, strict_mode=False)
+    # The vocabulary check reads ranks and sizes: check the graph with its shapes inferred.
+    offenders = unsupported_nodes(gs.import_onnx(proto))
     if offenders:
         listed = "; ".join(f"{op} {node!r} ({why})" for node, op, why in offenders[:12])
         more = f"; and {len(offenders) - 12} more" if len(offenders) > 12 else ""
@@ -74,10 +79,6 @@ def canonicalize(loaded: LoadedModel, name: str = "model") -> Canonical:
             f"{listed}{more}; pathonnx explains piecewise-linear (ReLU-family) networks",
             nodes=offenders,
         )
-    proto = gs.export_onnx(graph, do_type_check=False)
-    _carry_model_fields(loaded.proto, proto)
-    del proto.graph.value_info[:]
-    proto = shape_inference.infer_shapes(proto, strict_mode=False)
     logits = proto.graph.output[0].name
     return Canonical(proto, reports, logits, _reference(graph, loaded.proto) or logits)
 

@@ -447,7 +447,8 @@ def argmax_name(tensor_name: str) -> str:
 
 @rewrite_pass("expose_outputs")
 def expose_outputs(graph: gs.Graph, report: PassReport) -> None:
-    """Make every gate output, and every max-pool's argmax, a graph output.
+    """Make every gate output, and every max-pool's argmax, a graph output (and the input of
+    LeakyRelu/PRelu gates, whose slope cannot be read off their output when a slope is < 0).
 
     One onnxruntime run then yields the logits and the whole activation pattern. GlobalMaxPool
     has no Indices output, so it becomes a MaxPool whose kernel covers the whole map.
@@ -477,6 +478,10 @@ def expose_outputs(graph: gs.Graph, report: PassReport) -> None:
         elif role(node.op) == "gate":
             node.outputs[0].dtype = node.outputs[0].dtype or np.float32
             exposed.append(node.outputs[0])
+            if node.op in ("LeakyRelu", "PRelu") and node.inputs[0] not in graph.inputs:
+                # h = a·z can have either sign when a < 0: the slope needs z itself.
+                node.inputs[0].dtype = node.inputs[0].dtype or np.float32
+                exposed.append(node.inputs[0])
     new = [t for t in exposed if t is not logits and t not in graph.outputs]
     graph.outputs = [logits, *new]
     if new:

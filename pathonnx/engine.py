@@ -1,0 +1,274 @@
+"""Stage 4, the linear engine: the exact linear model ``W x + b`` of a network at x, by onnxruntime.
+
+Frozen at x's pattern (DESIGN §3), the network is one affine map. Its transpose is written as an
+ONNX graph, the *adjoint graph*, built once per model from the per-op rules of
+:mod:`pathonnx.ops` and run by the same runtime as the forward pass (CUDA when available):
+
+    inputs   seed (rows, K)                  cotangent rows at the logits, sample-major
+             h:<gate>, z:<gate>              the gate's output / input at x (the pattern)
+             mask:<gate>                     1 keeps a unit, 0 removes it (broadcastable)
+             argmax:<pool>                   each max-pool's argmax at x
+    outputs  grad (rows, *input_shape)       seedᵀ·W, through the kept units only
+             bias (rows,)                    seedᵀ·b, every constant met on the way down
+
+The bias is accumulated along the same masked walk: each constant c met at a tensor t (conv and
+Gemm biases, folded BatchNorm shifts, affine constants, Clip saturation, non-zero pads) adds
+⟨cotangent at t, c⟩. The *frozen graph* evaluates the frozen, masked map at any input; tests
+use it as a second route to b (the map at 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .emit import Emitter
+from .errors import InputError
+from .forward import Forward, make_session
+from .ops import rule_for
+from .ops._base import sample_shape
+
+ADJOINT_OPSET = 17  # ScatterElements with reduction="add" needs 16
+
+
+class _Context:
+    """What the op rules read while a graph is built: the emitter and the pattern inputs."""
+
+    def __init__(self, em: Emitter):
+        self.em = em
+
+    def _pattern(self, prefix: str, tensor: gs.Tensor, dtype=np.float32):
+        return self.em.input(f"{prefix}:{tensor.name}", dtype, ["N", *sample_shape(tensor)])
+
+    def activation(self, node: gs.Node):
+        return self._pattern("h", node.outputs[0])
+
+    def preactivation(self, node: gs.Node):
+        return self.em.input(
+            f"z:{node.outputs[0].name}", np.float32, ["N", *sample_shape(node.inputs[0])]
+        )
+
+    def mask(self, node: gs.Node):
+        rank = len(sample_shape(node.outputs[0])) + 1
+        name = f"mask:{node.outputs[0].name}"
+        return self.em.input(name, np.float32, [f"{name}_{i}" for i in range(rank)])
+
+    def argmax(self, node: gs.Node):
+        return self._pattern("argmax", node.outputs[0], np.int64)
+
+    def rows_mul(self, ct, per_sample, shape: tuple[int, ...]):
+        """``ct`` (N·R, *shape) times a per-sample tensor (N, *shape), broadcast over rows."""
+        em = self.em
+        samples = em.leading(per_sample, "samples")
+        view = em.op(
+            "Concat", [samples, em.ints([-1, *shape])], {"axis": 0}, hint="rows_view",
+            dtype=np.int64,
+        )  # fmt: skip
+        grouped = em.op("Reshape", [ct, view], hint="by_sample")
+        spread = em.op("Unsqueeze", [per_sample, em.ints([1])], hint="per_row")
+        product = em.op("Mul", [grouped, spread], hint="gated")
+        return em.reshape(product, [-1, *shape], "gated")
+
+
+def build_adjoint(canonical: onnx.ModelProto) -> onnx.ModelProto:
+    """The adjoint graph of a canonical model (see the module docstring)."""
+    graph = gs.import_onnx(canonical)
+    em = Emitter(ADJOINT_OPSET)
+    cx = _Context(em)
+    logits = graph.outputs[0]
+    seed = em.input("seed", np.float32, ["rows", *sample_shape(logits)])
+    cotangents: dict[str, list] = {logits.name: [seed]}
+    bias_terms = []
+    for node in reversed(graph.nodes):
+        ct = [em.add_all(cotangents.pop(t.name, [])) if t.name else None for t in node.outputs]
+        if all(c is None for c in ct):
+            continue  # nothing downstream of this node reaches the logits
+        rule = rule_for(node.op)
+        for tensor, grad in zip(node.inputs, rule.adjoint(node, ct, cx)):
+            if grad is not None:
+                cotangents.setdefault(tensor.name, []).append(grad)
+        bias_terms.append(rule.bias(node, ct, cx))
+    x = graph.inputs[0]
+    grad = em.add_all(cotangents.get(x.name, []))
+    if grad is None:  # the logits do not depend on the input at all
+        grad = em.op("Mul", [em.reshape(seed, [-1, *[1] * len(sample_shape(x))]), em.const(
+            np.zeros(sample_shape(x), np.float32))], hint="no_path")  # fmt: skip
+    bias = em.add_all(bias_terms)
+    if bias is None:
+        bias = em.op("Mul", [em.sum_per_row(seed, 2), em.const(np.float32(0))], hint="no_bias")
+    outputs = [
+        em.op("Identity", [grad], hint="grad"),
+        em.op("Identity", [bias], hint="bias"),
+    ]
+    outputs[0].name, outputs[1].name = "grad", "bias"
+    return em.graph(outputs, "pathonnx_adjoint")
+
+
+def build_frozen(canonical: onnx.ModelProto) -> onnx.ModelProto:
+    """The frozen, masked network as an ONNX graph: same inputs as the model plus the pattern.
+
+    Every gate becomes ``z·slope·mask + offset·mask`` and every max-pool a gather at its frozen
+    argmax; all other nodes are kept. Its output is the logits of the frozen map.
+    """
+    graph = gs.import_onnx(canonical)
+    opset = max(graph.opset, 13)
+    em = Emitter(opset)
+    cx = _Context(em)
+    x = graph.inputs[0]
+    mapping = {x.name: em.input(x.name, np.float32, ["N", *sample_shape(x)])}
+    for node in graph.nodes:
+        rule = rule_for(node.op)
+        inputs = [mapping.get(t.name, t) if t.name else t for t in node.inputs]
+        if rule.role in ("gate", "selection"):
+            outs = [rule.frozen(node, inputs[0], cx)]
+        else:
+            produced = em.op(node.op, inputs, node.attrs, hint=node.name or node.op,
+                             outputs=len(node.outputs))  # fmt: skip
+            outs = produced if isinstance(produced, list) else [produced]
+        for tensor, new in zip(node.outputs, outs):
+            mapping[tensor.name] = new
+    logits = em.op("Identity", [mapping[graph.outputs[0].name]], hint="logits")
+    logits.name = "logits"
+    return em.graph([logits], "pathonnx_frozen")
+
+
+@dataclass(frozen=True)
+class Linear:
+    """The linear model of the network at x for ``target``: ``W`` shaped like x, ``b`` (N,).
+
+    With masks, these are the pathway's ``W^p`` and ``b^p``. ``logits`` are the model's own
+    logits at x (N, K); ``(W * x).sum() + b`` equals ``logits[n, target[n]]`` without masks.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    target: np.ndarray
+    logits: np.ndarray
+
+    def attribution(self, x: np.ndarray) -> np.ndarray:
+        """``W ⊙ x`` (DESIGN §3)."""
+        return self.W * x
+
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """``Σ W ⊙ x + b`` per sample: the linear model evaluated at ``x``."""
+        return (self.W * x).reshape(len(x), -1).sum(axis=1, dtype=np.float64) + self.b
+
+
+class LinearEngine:
+    """Runs the adjoint and frozen graphs of one model; built once, sessions reused."""
+
+    #: Bytes of activations a single adjoint call may hold; rows are chunked to stay below.
+    memory_budget = 2 << 30
+
+    def __init__(self, model):
+        self.model = model
+        self._adjoint = None
+        self._frozen = None
+
+    @property
+    def adjoint_graph(self) -> onnx.ModelProto:
+        return self._adjoint_session()[0]
+
+    @property
+    def frozen_graph(self) -> onnx.ModelProto:
+        return self._frozen_session()[0]
+
+    def _adjoint_session(self):
+        if self._adjoint is None:
+            proto = build_adjoint(self.model.canonical)
+            self._adjoint = (proto, make_session(proto, self.model.providers))
+        return self._adjoint
+
+    def _frozen_session(self):
+        if self._frozen is None:
+            proto = build_frozen(self.model.canonical)
+            self._frozen = (proto, make_session(proto, self.model.providers))
+        return self._frozen
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def masks(self, masks: dict | None, n: int) -> dict[str, np.ndarray]:
+        """Validate masks (gate name -> bool, shape gate.shape or (N, *gate.shape)) as float32."""
+        gates = {g.name: g for g in self.model.gates}
+        out = {}
+        for name, mask in (masks or {}).items():
+            if name not in gates:
+                known = ", ".join(list(gates)[:8])
+                raise InputError(f"mask for unknown gate {name!r}; gates are: {known}, ...")
+            mask = np.asarray(mask)
+            shape = gates[name].shape
+            if mask.shape == shape:
+                mask = mask[None]
+            if mask.shape not in ((1, *shape), (n, *shape)):
+                raise InputError(
+                    f"mask for gate {name!r} has shape {mask.shape}; give {shape} or "
+                    f"({n}, {', '.join(map(str, shape))})"
+                )
+            out[name] = mask.astype(np.float32)
+        return out
+
+    def _feeds(self, session, fwd: Forward, masks: dict[str, np.ndarray]) -> dict:
+        feeds = {}
+        for info in session.get_inputs():
+            kind, _, name = info.name.partition(":")
+            if kind == "h":
+                feeds[info.name] = fwd.activations[name]
+            elif kind == "z":
+                feeds[info.name] = fwd.preactivations[name]
+            elif kind == "argmax":
+                feeds[info.name] = fwd.argmax[name]
+            elif kind == "mask":
+                rank = len(info.shape)
+                feeds[info.name] = masks.get(name, np.ones((1,) * rank, np.float32))
+        return feeds
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def rows_per_call(self, n: int) -> int:
+        largest = max([int(np.prod(self.model.input_shape))] + [g.units for g in self.model.gates])
+        # Each row holds a few cotangents the size of the largest tensor at once.
+        return max(1, int(self.memory_budget // (16 * largest * n)))
+
+    def vjp(self, fwd: Forward, seeds: np.ndarray, masks: dict | None = None):
+        """Cotangent rows through the frozen, masked map.
+
+        ``seeds`` (N, R, K) -> ``grad`` (N, R, *input_shape) = seedsᵀ·W, ``bias`` (N, R) =
+        seedsᵀ·b. Rows are chunked to keep memory within :attr:`memory_budget`.
+        """
+        n, r, k = seeds.shape
+        masks = self.masks(masks, n)
+        _, session = self._adjoint_session()
+        feeds = self._feeds(session, fwd, masks)
+        chunk = self.rows_per_call(n)
+        grads, biases = [], []
+        for start in range(0, r, chunk):
+            part = np.ascontiguousarray(seeds[:, start : start + chunk], np.float32)
+            feeds["seed"] = part.reshape(-1, k)
+            grad, bias = session.run(["grad", "bias"], feeds)
+            rows = part.shape[1]
+            grads.append(grad.reshape(n, rows, *self.model.input_shape))
+            biases.append(bias.reshape(n, rows))
+        return np.concatenate(grads, axis=1), np.concatenate(biases, axis=1)
+
+    def frozen_logits(self, fwd: Forward, x, masks: dict | None = None) -> np.ndarray:
+        """Logits (N, K) of the map frozen at ``fwd``'s pattern (and masked), evaluated at ``x``."""
+        x = np.ascontiguousarray(x, np.float32)
+        masks = self.masks(masks, len(x))
+        _, session = self._frozen_session()
+        feeds = self._feeds(session, fwd, masks)
+        feeds[self.model.input_name] = x
+        return session.run(["logits"], feeds)[0]
+
+    def linearize(self, x, target, masks: dict | None = None, fwd: Forward | None = None) -> Linear:
+        fwd = fwd or self.model.forward(x)
+        n = len(fwd.x)
+        target = self.model.check_target(target, n)
+        seeds = np.zeros((n, 1, self.model.num_outputs), np.float32)
+        seeds[np.arange(n), 0, target] = 1.0
+        grad, bias = self.vjp(fwd, seeds, masks)
+        return Linear(
+            W=grad[:, 0], b=bias[:, 0].astype(np.float64), target=target, logits=fwd.logits
+        )

@@ -1,0 +1,139 @@
+"""The rule base class, the registry, and helpers that every op family uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+_RULES: dict[str, Rule] = {}
+
+
+class Rule:
+    """An op's vocabulary check and its rules in the linear engine.
+
+    ``adjoint(node, ct, cx)`` gets the cotangents of the node's outputs (``None`` where no
+    cotangent reaches an output), laid out (rows, *per-sample shape), and returns one cotangent
+    per input (``None`` for constants). ``bias(node, ct, cx)`` returns the node's constant term
+    paired with its output cotangent, shape (rows,), or ``None`` when the op has no constant.
+    ``cx`` is the engine's build context (see :mod:`pathonnx.engine`).
+    """
+
+    role = "linear"
+
+    def check(self, node: gs.Node) -> str | None:
+        return None
+
+    def adjoint(self, node: gs.Node, ct: list, cx) -> list:
+        raise NotImplementedError(f"{type(self).__name__} has no adjoint")
+
+    def bias(self, node: gs.Node, ct: list, cx):
+        return None
+
+
+def op_rule(*op_types: str):
+    """Class decorator: register one instance of the rule under each op type."""
+
+    def register(cls: type[Rule]) -> type[Rule]:
+        instance = cls()
+        for op_type in op_types:
+            _RULES[op_type] = instance
+        return cls
+
+    return register
+
+
+def registry() -> dict[str, Rule]:
+    return _RULES
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def is_data(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Variable) and bool(tensor.name)
+
+
+def data_inputs(node: gs.Node) -> list[gs.Tensor]:
+    return [t for t in node.inputs if is_data(t)]
+
+
+class DataOperand(Exception):
+    def __init__(self, index: int):
+        self.index = index
+
+
+def const(node: gs.Node, index: int):
+    """Value of optional constant input ``index``; None if absent; raises if it is data."""
+    if index >= len(node.inputs) or not node.inputs[index].name:
+        return None
+    tensor = node.inputs[index]
+    if not isinstance(tensor, gs.Constant):
+        raise DataOperand(index)
+    return np.asarray(tensor.values)
+
+
+def needs_constants(node: gs.Node, indices, what: str) -> str | None:
+    try:
+        for index in indices:
+            const(node, index)
+    except DataOperand as operand:
+        return f"{what} (input {operand.index}) is computed from data, not a constant"
+    return None
+
+
+def rank(tensor: gs.Tensor) -> int | None:
+    return None if tensor.shape is None else len(tensor.shape)
+
+
+def sample_shape(tensor: gs.Tensor) -> tuple[int, ...]:
+    """Per-sample static shape of a canonical tensor (its shape without the batch axis)."""
+    if tensor.shape is None:
+        raise ValueError(f"tensor {tensor.name!r} has no inferred shape")
+    return tuple(int(d) for d in tensor.shape[1:])
+
+
+def axes_reason(axes, rank_: int | None, what: str) -> str | None:
+    if axes is None:
+        return None
+    axes = [int(a) for a in np.atleast_1d(axes)]
+    if any(a == 0 or (rank_ is not None and a == -rank_) for a in axes):
+        return f"{what} acts on the batch axis"
+    return None
+
+
+def attr_str(node: gs.Node, name: str, default: str) -> str:
+    value = node.attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def spatial_pads(node: gs.Node, in_sp, out_sp, kernel, strides, dilations) -> list[int]:
+    """Begin pads of a Conv/pool, explicit or from ``auto_pad`` (ONNX operator spec)."""
+    mode = attr_str(node, "auto_pad", "NOTSET")
+    nd = len(in_sp)
+    if mode == "NOTSET":
+        pads = node.attrs.get("pads", [0] * (2 * nd))
+        return [int(p) for p in pads[:nd]]
+    if mode == "VALID":
+        return [0] * nd
+    begins = []
+    for i in range(nd):
+        total = max((out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - in_sp[i], 0)
+        begins.append(total // 2 if mode == "SAME_UPPER" else total - total // 2)
+    return begins
+
+
+def crop_or_pad(cx, ct, start: list[int], length: list[int], full: list[int], first_axis: int):
+    """Take ``[start, start + length)`` of each axis from ``first_axis`` on; zero-fill beyond
+    ``full`` (the axis' size) and before 0. Adjoint of zero-padding by ``start``."""
+    em = cx.em
+    axes = list(range(first_axis, first_axis + len(start)))
+    lo = [max(s, 0) for s in start]
+    hi = [min(s + n, f) for s, n, f in zip(start, length, full)]
+    if lo != [0] * len(lo) or hi != list(full):
+        ct = em.op("Slice", [ct, em.ints(lo), em.ints(hi), em.ints(axes)], hint="crop")
+    before = [max(-s, 0) for s in start]
+    after = [max(s + n - f, 0) for s, n, f in zip(start, length, full)]
+    if any(before) or any(after):
+        zeros = [0] * first_axis
+        ct = em.op("Pad", [ct, em.ints(zeros + before + zeros + after)], hint="zero_fill")
+    return ct

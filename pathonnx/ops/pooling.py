@@ -1,0 +1,193 @@
+"""Pooling and reductions: max-pools (frozen selections) and averages (linear)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+
+from ._base import (
+    Rule,
+    axes_reason,
+    const,
+    crop_or_pad,
+    needs_constants,
+    op_rule,
+    rank,
+    sample_shape,
+    spatial_pads,
+)
+
+
+@op_rule("MaxPool")
+class MaxPool(Rule):
+    """Frozen at x: each output copies the input element at its argmax (onnxruntime's Indices
+    output, exposed by the rewrite). The transpose scatters cotangents back to those elements."""
+
+    role = "selection"
+
+    def check(self, node):
+        if node.attrs.get("storage_order", 0):
+            return "MaxPool with column-major storage_order"
+        return None
+
+    def _flat(self, node):
+        x, y = node.inputs[0], node.outputs[0]
+        (channels, *in_sp), out_sp = sample_shape(x), sample_shape(y)[1:]
+        return channels, int(np.prod(in_sp)), int(np.prod(out_sp))
+
+    def spatial_argmax(self, node, cx):
+        """Per sample (N, C, out positions): the argmax as an index into the input's positions."""
+        channels, in_flat, out_flat = self._flat(node)
+
+        def make():
+            em = cx.em
+            flat = em.reshape(cx.argmax(node), [0, channels, out_flat], "argmax_flat", np.int64)
+            return em.op("Mod", [flat, em.const(np.int64(in_flat))], hint="argmax", dtype=np.int64)
+
+        return cx.em.cached(("argmax", node.outputs[0].name), make)
+
+    def adjoint(self, node, ct, cx):
+        em = cx.em
+        channels, in_flat, out_flat = self._flat(node)
+        index = self.spatial_argmax(node, cx)
+        rows, samples = em.leading(ct[0], "rows"), em.leading(index, "samples")
+        per_sample = em.op("Div", [rows, samples], hint="per_sample", dtype=np.int64)
+        shape = em.op("Concat", [samples, per_sample, em.ints([channels, out_flat])], {"axis": 0},
+                      hint="expand_shape", dtype=np.int64)  # fmt: skip
+        index = em.op("Unsqueeze", [index, em.ints([1])], hint="argmax_rows", dtype=np.int64)
+        index = em.op("Expand", [index, shape], hint="argmax_rows", dtype=np.int64)
+        index = em.reshape(index, [-1, channels, out_flat], "argmax_rows", np.int64)
+        zeros_shape = em.op("Concat", [rows, em.ints([channels, in_flat])], {"axis": 0},
+                            hint="zeros_shape", dtype=np.int64)  # fmt: skip
+        zeros = em.op("Expand", [em.const(np.zeros((1, 1, 1), np.float32)), zeros_shape],
+                      hint="zeros")  # fmt: skip
+        updates = em.reshape(ct[0], [-1, channels, out_flat], "ct_flat")
+        spread = em.op(
+            "ScatterElements", [zeros, index, updates], {"axis": 2, "reduction": "add"},
+            hint="unpool",
+        )  # fmt: skip
+        return [em.reshape(spread, [-1, *sample_shape(node.inputs[0])], "unpooled")]
+
+    def frozen(self, node, x, cx):
+        em = cx.em
+        channels, in_flat, out_flat = self._flat(node)
+        flat = em.reshape(x, [-1, channels, in_flat], "pool_in")
+        picked = em.op("GatherElements", [flat, self.spatial_argmax(node, cx)], {"axis": 2},
+                       hint="frozen_pool")  # fmt: skip
+        return em.reshape(picked, [-1, *sample_shape(node.outputs[0])], "frozen_pool")
+
+
+@op_rule("GlobalMaxPool")
+class GlobalMaxPool(Rule):
+    """Rewritten to a MaxPool over the whole map (which has an argmax output) before the engine."""
+
+    role = "selection"
+
+
+def _average_weights(node: gs.Node, in_sp, out_sp) -> np.ndarray:
+    """Weight 1/divisor of every output position, as onnxruntime computes AveragePool.
+
+    An input of ones gives valid/divisor at each output, where ``valid`` (the window's elements
+    inside the input) follows from the geometry; so 1/divisor = output / valid.
+    """
+    attrs = {k: v for k, v in node.attrs.items()}
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, *in_sp])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("AveragePool", ["x"], ["y"], **attrs)], "avg", [x], [y]
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ones = session.run(None, {"x": np.ones((1, 1, *in_sp), np.float32)})[0][0, 0]
+    valid = np.ones(out_sp)
+    nd = len(in_sp)
+    kernel = list(node.attrs["kernel_shape"])
+    strides = list(node.attrs.get("strides", [1] * nd))
+    dilations = list(node.attrs.get("dilations", [1] * nd))
+    begin = spatial_pads(node, in_sp, out_sp, kernel, strides, dilations)
+    for axis in range(nd):
+        o = np.arange(out_sp[axis])[:, None] * strides[axis] - begin[axis]
+        positions = o + np.arange(kernel[axis])[None, :] * dilations[axis]
+        count = ((positions >= 0) & (positions < in_sp[axis])).sum(axis=1)
+        shape = [1] * nd
+        shape[axis] = -1
+        valid = valid * count.reshape(shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(valid > 0, ones / np.maximum(valid, 1), 0.0)
+
+
+@op_rule("AveragePool")
+class AveragePool(Rule):
+    def adjoint(self, node, ct, cx):
+        # Scale each output by 1/divisor, spread it over its window (a depthwise transposed
+        # convolution with a kernel of ones), and crop the pads.
+        em = cx.em
+        x, y = node.inputs[0], node.outputs[0]
+        (channels, *in_sp), out_sp = sample_shape(x), list(sample_shape(y)[1:])
+        nd = len(in_sp)
+        kernel = list(node.attrs["kernel_shape"])
+        strides = list(node.attrs.get("strides", [1] * nd))
+        dilations = list(node.attrs.get("dilations", [1] * nd))
+        begin = spatial_pads(node, in_sp, out_sp, kernel, strides, dilations)
+        weights = _average_weights(node, in_sp, out_sp).astype(np.float32)
+        scaled = em.op("Mul", [ct[0], em.const(weights[None])], hint="avg_scale")
+        ones = em.const(np.ones((channels, 1, *kernel), np.float32), "avg_kernel")
+        attrs = {"strides": strides, "dilations": dilations, "group": channels}
+        spread = em.op("ConvTranspose", [scaled, ones], attrs, hint="avg_t")
+        full = [
+            (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, kernel, dilations)
+        ]
+        return [crop_or_pad(cx, spread, begin, list(in_sp), full, 2)]
+
+
+@op_rule("GlobalAveragePool")
+class GlobalAveragePool(Rule):
+    def adjoint(self, node, ct, cx):
+        em = cx.em
+        _, *in_sp = sample_shape(node.inputs[0])
+        scaled = em.op("Mul", [ct[0], em.const(np.float32(1.0 / np.prod(in_sp)))], hint="gap_t")
+        return [em.op("Expand", [scaled, em.ints([1, 1, *in_sp])], hint="gap_t")]
+
+
+def _reduce_axes(node: gs.Node) -> list[int] | None:
+    axes = node.attrs.get("axes")
+    if axes is None:
+        axes = const(node, 1)
+    if axes is None or np.size(axes) == 0:
+        return None
+    full = rank(node.inputs[0])
+    return sorted(int(a) % full for a in np.atleast_1d(axes))
+
+
+@op_rule("ReduceMean", "ReduceSum")
+class Reduce(Rule):
+    def check(self, node):
+        reason = needs_constants(node, [1], f"{node.op} axes")
+        if reason:
+            return reason
+        axes = node.attrs.get("axes")
+        if axes is None:
+            axes = const(node, 1)
+        if axes is None or np.size(axes) == 0:
+            if node.attrs.get("noop_with_empty_axes", 0):
+                return None
+            return f"{node.op} over all axes includes the batch axis"
+        return axes_reason(axes, rank(node.inputs[0]), node.op)
+
+    def adjoint(self, node, ct, cx):
+        em = cx.em
+        axes = _reduce_axes(node)
+        if axes is None:  # noop_with_empty_axes: identity
+            return [ct[0]] + [None] * (len(node.inputs) - 1)
+        shape = sample_shape(node.inputs[0])
+        grad = ct[0]
+        if not node.attrs.get("keepdims", 1):
+            grad = em.op("Unsqueeze", [grad, em.ints(axes)], hint="reduce_t")
+        if node.op == "ReduceMean":
+            count = np.prod([shape[a - 1] for a in axes])
+            grad = em.op("Mul", [grad, em.const(np.float32(1.0 / count))], hint="reduce_t")
+        grad = em.op("Expand", [grad, em.ints([1, *shape])], hint="reduce_t")
+        return [grad] + [None] * (len(node.inputs) - 1)
