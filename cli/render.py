@@ -48,6 +48,14 @@ def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
         f"  self-check: max |Δ{check['compared']}| = {check['max_abs_diff']:.2e} "
         f"(tolerance {check['tolerance']:.2e}, batch {check['batch']}) {verdict}"
     )
+    complete = result.completeness
+    if complete is not None:
+        verdict = "ok" if complete["passed"] else "FAILED"
+        lines.append(
+            f"  completeness: max |W·x + b - logit| = {complete['max_abs_error']:.2e} "
+            f"(relative {complete['relative_error']:.1e}, tolerance {complete['tolerance']:.2e}) "
+            f"{verdict}"
+        )
     if verbose:
         for report in result.passes:
             lines.append(f"  pass {report['pass']}:")

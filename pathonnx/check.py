@@ -18,6 +18,8 @@ from .rewrite import canonicalize
 
 #: The rewritten model must match the original to this fraction of the logit scale.
 RELATIVE_TOLERANCE = 1e-5
+#: W·x + b must give the logit to this fraction of the logit scale (DESIGN §3).
+COMPLETENESS_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class CheckResult:
     softmax_stripped: bool = False
     opset_upgraded_from: int | None = None
     self_check: dict | None = None
+    completeness: dict | None = None
     passes: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -151,4 +154,31 @@ def check_model(
             f"the rewritten model differs from the original by {check.max_abs_diff:.3g} "
             f"(tolerance {check.tolerance:.3g}); please report this model"
         )
+        return result
+    result.completeness = completeness_check(model)
+    if not result.completeness["passed"]:
+        result.exit_code = 1
+        result.error = (
+            f"W·x + b misses the logit by {result.completeness['max_abs_error']:.3g} "
+            f"(tolerance {result.completeness['tolerance']:.3g}); please report this model"
+        )
     return result
+
+
+def completeness_check(model: Model, batch: int = 2, seed: int = 0) -> dict:
+    """Σ W⊙x + b against the logit of the predicted class, on random inputs (DESIGN §3)."""
+    x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape))
+    x = x.astype(np.float32)
+    fwd = model.forward(x)
+    target = fwd.logits.argmax(axis=1)
+    linear = model.engine.linearize(x, target, fwd=fwd)
+    error = float(np.abs(linear.output(x) - fwd.logits[np.arange(batch), target]).max())
+    scale = float(max(np.abs(fwd.logits).max(), 1e-12))
+    tolerance = COMPLETENESS_TOLERANCE * scale
+    return {
+        "max_abs_error": error,
+        "relative_error": error / scale,
+        "tolerance": tolerance,
+        "batch": batch,
+        "passed": bool(error <= tolerance),
+    }

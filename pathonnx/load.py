@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from onnx import external_data_helper, shape_inference, version_converter
+from onnx import external_data_helper, helper, shape_inference, version_converter
 
 from .errors import InputError, ModelLoadError, UnsupportedModelError
 
@@ -179,6 +179,11 @@ def load_model(
             ) from None
         upgraded_from = opset
         data = data_inputs(proto.graph)[0]
+
+    # onnx may stamp a newer IR version than onnxruntime reads (onnx.helper.make_model does);
+    # the ops pathonnx accepts need no more than their opsets' minimum.
+    needed = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    proto.ir_version = max(min(proto.ir_version, needed), 3)
 
     dims = _dims(data)
     if not dims:

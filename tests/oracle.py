@@ -1,0 +1,138 @@
+"""An independent oracle in torch (float64): gradients through kept units, and the frozen map.
+
+Written from DESIGN §3, not from pathonnx's engine: torch autograd gives W; tensor hooks that
+zero the gradient of removed units give W^p; forward hooks that replace every gate by its
+frozen slope and offset (and every max-pool by a gather at its frozen argmax) give the frozen,
+masked map, whose value at 0 is b^p. Gates are matched to pathonnx's by execution order.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import zoo
+from torch import nn
+
+INF = float("inf")
+GATES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, zoo.ClampReLU6, zoo.MinMaxReLU6)
+
+
+def _bounds(module: nn.Module) -> tuple[float, float]:
+    if isinstance(module, nn.ReLU):
+        return 0.0, INF
+    if isinstance(module, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
+        return float(module.min_val), float(module.max_val)
+    return 0.0, 6.0  # the zoo's hand-written ReLU6 forms
+
+
+def _slope_offset(module: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    zero = torch.zeros_like(z)
+    if isinstance(module, nn.LeakyReLU):
+        return torch.where(z > 0, 1.0, module.negative_slope).to(z), zero
+    if isinstance(module, nn.PReLU):
+        a = module.weight.detach().to(z)
+        a = a.view(1, -1, *[1] * (z.dim() - 2)) if a.numel() > 1 else a
+        return torch.where(z > 0, torch.ones_like(z), a.expand_as(z)), zero
+    lo, hi = _bounds(module)
+    slope = ((z > lo) & (z < hi)).to(z)
+    offset = zero.clone()
+    if np.isfinite(lo):
+        offset = offset + lo * (z <= lo).to(z)
+    if np.isfinite(hi):
+        offset = offset + hi * (z >= hi).to(z)
+    return slope, offset
+
+
+class TorchOracle:
+    """Wraps a zoo module in float64; gates are its activation modules in call order."""
+
+    def __init__(self, module: nn.Module):
+        self.module = copy.deepcopy(module).double().eval()
+        for sub in self.module.modules():
+            if hasattr(sub, "inplace"):
+                sub.inplace = False  # hooks must see pre-activations
+            for p in sub.parameters(recurse=False):
+                p.requires_grad_(False)
+
+    def _hook_all(self, gate_hook, pool_hook=None):
+        handles = []
+        for sub in self.module.modules():
+            if isinstance(sub, GATES):
+                handles.append(sub.register_forward_hook(gate_hook))
+            elif pool_hook is not None and isinstance(sub, nn.MaxPool2d):
+                handles.append(sub.register_forward_hook(pool_hook))
+        return handles
+
+    def gradient(self, x: np.ndarray, target, masks: list | None = None) -> np.ndarray:
+        """d logit[target] / dx through the kept units: masks[i] multiplies gate i's gradient."""
+        calls = []
+
+        def gate_hook(module, inputs, output):
+            index = len(calls)
+            calls.append(module)
+            if masks is not None and masks[index] is not None:
+                mask = torch.as_tensor(masks[index], dtype=output.dtype)
+                output.register_hook(lambda g: g * mask)
+
+        handles = self._hook_all(gate_hook)
+        try:
+            xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+            out = self.module(xt)
+            picked = out[torch.arange(len(x)), torch.as_tensor(target)].sum()
+            (grad,) = torch.autograd.grad(picked, xt)
+        finally:
+            for h in handles:
+                h.remove()
+        self.gate_calls = len(calls)
+        return grad.numpy()
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.module(torch.tensor(x, dtype=torch.float64)).numpy()
+
+    def frozen(self, x: np.ndarray, at: np.ndarray, masks: list | None = None) -> np.ndarray:
+        """Logits at ``at`` of the map frozen at x's pattern, removed units passing nothing."""
+        patterns, pools = [], []
+
+        def record_gate(module, inputs, output):
+            patterns.append(_slope_offset(module, inputs[0]))
+
+        def record_pool(module, inputs, output):
+            _, index = F.max_pool2d(
+                inputs[0], module.kernel_size, module.stride, module.padding, module.dilation,
+                module.ceil_mode, return_indices=True,
+            )  # fmt: skip
+            pools.append(index)
+
+        handles = self._hook_all(record_gate, record_pool)
+        with torch.no_grad():
+            self.module(torch.tensor(x, dtype=torch.float64))
+        for h in handles:
+            h.remove()
+        counters = {"gate": 0, "pool": 0}
+
+        def frozen_gate(module, inputs, output):
+            i = counters["gate"]
+            counters["gate"] += 1
+            slope, offset = patterns[i]
+            out = inputs[0] * slope + offset
+            if masks is not None and masks[i] is not None:
+                out = out * torch.as_tensor(masks[i], dtype=out.dtype)
+            return out
+
+        def frozen_pool(module, inputs, output):
+            index = pools[counters["pool"]]
+            counters["pool"] += 1
+            flat = inputs[0].flatten(2).gather(2, index.flatten(2))
+            return flat.view_as(index)
+
+        handles = self._hook_all(frozen_gate, frozen_pool)
+        try:
+            with torch.no_grad():
+                return self.module(torch.tensor(at, dtype=torch.float64)).numpy()
+        finally:
+            for h in handles:
+                h.remove()

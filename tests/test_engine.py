@@ -1,0 +1,123 @@
+"""The linear engine against an independent torch oracle (float64), on real torch exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zoo
+from oracle import TorchOracle
+
+import pathonnx
+
+# vgg_bn_softmax's torch output is probabilities; pathonnx explains its logits.
+ARCHS = [name for name in zoo.ARCHITECTURES if name != "vgg_bn_softmax"]
+DYNAMO = [(name, "dynamo", 18) for name in zoo.MAIN_ARCHITECTURES]
+# The torch frozen-map oracle freezes nn.MaxPool2d modules; pad_maxpool pools functionally.
+FROZEN_ORACLE = [name for name in ARCHS if name != "pad_maxpool"]
+TARGETS = [1, 7]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def random_masks(model: pathonnx.Model, n: int, keep: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {g.name: rng.random((n, *g.shape)) < keep for g in model.gates}
+
+
+def check_linear_model(path, module, arch: str):
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input(arch, batch=2, seed=5)
+    linear = model.linearize(x, TARGETS)
+    oracle = TorchOracle(module)
+    grad = oracle.gradient(x, TARGETS)
+    assert oracle.gate_calls == len(model.gates)
+    assert cosine(linear.W, grad).min() >= 0.9999
+    assert np.abs(linear.W - grad).max() <= 1e-4 * np.abs(grad).max()
+    logits = oracle.logits(x)[np.arange(2), TARGETS]
+    scale = np.abs(oracle.logits(x)).max()
+    # completeness: Σ W⊙x + b is the logit (DESIGN §3, 1e-4 relative)
+    assert np.abs(linear.output(x) - logits).max() <= 1e-4 * scale
+    # b against torch: on its linear region f(x) = ∇f·x + b
+    b_torch = logits - (grad * x).reshape(2, -1).sum(1)
+    assert np.abs(linear.b - b_torch).max() <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_W_and_b_match_torch(arch, exported):
+    check_linear_model(*exported(arch), arch)
+
+
+@pytest.mark.parametrize("case", DYNAMO, ids=lambda c: c[0])
+def test_W_and_b_match_torch_dynamo_exports(case, exported):
+    check_linear_model(*exported(*case), case[0])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_masked_Wp_and_bp_match_torch(arch, exported):
+    path, module = exported(arch)
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input(arch, batch=2, seed=6)
+    masks = random_masks(model, 2, keep=0.7, seed=1)
+    linear = model.linearize(x, TARGETS, masks)
+    oracle = TorchOracle(module)
+    ordered = [masks[g.name] for g in model.gates]
+    grad = oracle.gradient(x, TARGETS, ordered)
+    assert cosine(linear.W, grad).min() >= 0.9999
+    scale = np.abs(oracle.logits(x)).max()
+    # b^p is the masked frozen map at 0: pathonnx's frozen graph evaluates it as a forward pass
+    fwd = model.forward(x)
+    at_zero = model.engine.frozen_logits(fwd, np.zeros_like(x), masks)[np.arange(2), TARGETS]
+    assert np.abs(linear.b - at_zero).max() <= 1e-5 * scale
+    if arch in FROZEN_ORACLE:
+        frozen = oracle.frozen(x, np.zeros_like(x), ordered)[np.arange(2), TARGETS]
+        assert np.abs(linear.b - frozen).max() <= 1e-4 * scale
+        # and the pathway's linear model is the masked frozen map itself, at x
+        at_x = oracle.frozen(x, x, ordered)[np.arange(2), TARGETS]
+        assert np.abs(linear.output(x) - at_x).max() <= 1e-4 * scale
+
+
+def test_frozen_graph_without_masks_reproduces_the_model(exported):
+    path, _ = exported("mobilenetv2")  # Clip gates: slope and saturation offsets
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("mobilenetv2", batch=3, seed=2) * 4  # drive units into saturation
+    fwd = model.forward(x)
+    np.testing.assert_allclose(model.engine.frozen_logits(fwd, x), fwd.logits, atol=1e-5)
+    clip = next(g for g in model.gates if g.kind == "clip")
+    assert (fwd.activations[clip.name] == 6.0).any()
+
+
+def test_all_targets_at_once_equal_one_at_a_time(exported):
+    path, _ = exported("resnet")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("resnet", batch=2, seed=3)
+    fwd = model.forward(x)
+    seeds = np.broadcast_to(np.eye(10, dtype=np.float32), (2, 10, 10))
+    grad, bias = model.engine.vjp(fwd, seeds)
+    for k in (0, 4, 9):
+        single = model.linearize(x, k)
+        np.testing.assert_allclose(grad[:, k], single.W, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(bias[:, k], single.b, rtol=1e-5, atol=1e-6)
+    # rows are chunked under a small memory budget with the same result
+    model.engine.memory_budget = 1
+    chunked, _ = model.engine.vjp(fwd, seeds)
+    np.testing.assert_array_equal(chunked, grad)
+
+
+def test_masks_are_validated(exported):
+    path, _ = exported("mlp")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("mlp", batch=2)
+    gate = model.gates[0]
+    with pytest.raises(pathonnx.InputError, match="unknown gate"):
+        model.linearize(x, 0, {"nope": np.ones(gate.shape, bool)})
+    with pytest.raises(pathonnx.InputError, match="has shape"):
+        model.linearize(x, 0, {gate.name: np.ones((3, *gate.shape), bool)})
+    with pytest.raises(pathonnx.InputError, match="out of range"):
+        model.linearize(x, 10)
+    # a mask of gate.shape applies to every sample; an all-ones mask changes nothing
+    full = model.linearize(x, 0)
+    same = model.linearize(x, 0, {gate.name: np.ones(gate.shape, bool)})
+    np.testing.assert_array_equal(full.W, same.W)
