@@ -30,6 +30,7 @@ import importlib.util
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +68,23 @@ class Settings:
     """Sizes of the build; ``quick`` shrinks everything so a smoke test takes seconds."""
 
     digits_epochs: int = 60
-    shapes_train: int = 6000
+    shapes_train: int = 5000
     shapes_test: int = 1000
-    vgg_epochs: int = 12
-    resnet_epochs: int = 12
+    vgg_epochs: int = 10
+    resnet_epochs: int = 10
+
+    quick_build: bool = False
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(digits_epochs=2, shapes_train=256, shapes_test=200, vgg_epochs=1, resnet_epochs=1)
+        return cls(
+            digits_epochs=2,
+            shapes_train=256,
+            shapes_test=200,
+            vgg_epochs=1,
+            resnet_epochs=1,
+            quick_build=True,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +185,7 @@ def train(
     gen = torch.Generator().manual_seed(SEED)
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(epochs):
         model.train()
@@ -221,17 +231,19 @@ def export_onnx(
 ) -> onnx.ModelProto:
     """Export with the legacy exporter, attach metadata, check onnxruntime matches torch."""
     model.eval()
-    torch.onnx.export(
-        model,
-        example,
-        str(path),
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-        do_constant_folding=fold_constants,  # in eval mode, True also folds BN into Conv
-    )
+    with warnings.catch_warnings():  # the legacy exporter is deliberate; silence its notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+            do_constant_folding=fold_constants,  # in eval mode, True also folds BN into Conv
+        )
     proto = onnx.load(str(path))
     drop_initializer_identities(proto)
     onnx.helper.set_model_props(proto, metadata)
@@ -329,7 +341,66 @@ def shapes_preprocess(train_pixels: np.ndarray) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def build_digits(out: Path, settings: Settings) -> dict:
+ARCHITECTURES = {
+    "digits_mlp": "MLP: Flatten -> Linear(64,128) -> ReLU -> Linear(128,64) -> ReLU -> "
+    "Linear(64,10)",
+    "shapes_vgg": "VGG-style CNN: [Conv3x3-BN-ReLU]x2 (16 ch) -> MaxPool -> [Conv3x3-BN-ReLU]x2 "
+    "(32 ch) -> MaxPool -> Conv3x3-BN-ReLU (64 ch) -> MaxPool -> Flatten -> Linear(1024,64) -> "
+    "ReLU -> Linear(64,6)",
+    "shapes_resnet": "small ResNet: stem Conv3x3-BN-ReLU (32 ch) -> MaxPool -> BasicBlock(32, "
+    "identity shortcut) -> BasicBlock(32->64, stride 2, 1x1 conv+BN projection shortcut) -> "
+    "BasicBlock(64, identity shortcut) -> GlobalAveragePool -> Linear(64,6); each block ends "
+    "with residual Add then ReLU",
+}
+
+
+@dataclass
+class Built:
+    """One exported model and the facts that index.json records about it."""
+
+    name: str
+    model: nn.Module
+    proto: onnx.ModelProto
+    chw: list[int]
+    labels: list[str]
+    accuracy: float
+    test_images: int
+    prep: dict
+    dataset: str
+
+    def entry(self) -> dict:
+        n_bn = count_ops(self.proto, "BatchNormalization")
+        has_bn = any(isinstance(m, nn.BatchNorm2d) for m in self.model.modules())
+        torch_version = torch.__version__.split("+")[0]
+        return {
+            "file": f"{self.name}.onnx",
+            "input_shape": ["N", *self.chw],
+            "classes": self.labels,
+            "test_accuracy": round(self.accuracy, 4),
+            "test_images": self.test_images,
+            "architecture": ARCHITECTURES[self.name],
+            "exporter": f"torch.onnx.export, legacy TorchScript exporter (dynamo=False), "
+            f"torch {torch_version}",
+            "opset": OPSET,
+            "has_batchnorm": has_bn,
+            "bn_folded": (n_bn == 0) if has_bn else None,
+            "batchnorm_nodes": n_bn,
+            "ops": sorted({node.op_type for node in self.proto.graph.node}),
+            "preprocess": self.prep,
+            "dataset": self.dataset,
+        }
+
+
+def metadata(labels: list[str], prep: dict, dataset: str) -> dict[str, str]:
+    return {
+        "pathonnx.labels": json.dumps(labels),
+        "pathonnx.preprocess": json.dumps(prep),
+        "pathonnx.dataset": dataset,
+    }
+
+
+def build_digits(out: Path, settings: Settings) -> tuple[Built, dict]:
+    """Train and export digits_mlp; return it and its sample images' index entries."""
     print("digits_mlp: scikit-learn load_digits", flush=True)
     v_train, v_test, y_train, y_test = load_digit_data()
     # The model is trained on v / 16. A PNG stores p = round(v * 255 / 16); the recorded
@@ -347,7 +418,8 @@ def build_digits(out: Path, settings: Settings) -> dict:
     torch.manual_seed(SEED)
     model = digits_mlp()
     train("digits_mlp", model, x_train, torch.from_numpy(y_train), settings.digits_epochs, 32, 3e-3)
-    acc = float((predict(model, x_test) == y_test).mean())
+    pred = predict(model, x_test)
+    acc = float((pred == y_test).mean())
     print(f"  [digits_mlp] test accuracy {acc:.4f} on {len(y_test)} images", flush=True)
     labels = [str(d) for d in range(10)]
     dataset = (
@@ -356,15 +428,13 @@ def build_digits(out: Path, settings: Settings) -> dict:
         f"test accuracy {acc:.4f}"
     )
     proto = export_onnx(model, x_test[:8], out / "digits_mlp.onnx", metadata(labels, prep, dataset))
-    images = write_digit_images(out, model, v_test, y_test, prep)
-    entry = model_entry(
-        model, "digits_mlp.onnx", [1, 8, 8], labels, acc, len(y_test), proto, prep, dataset,
-        "MLP: Flatten -> Linear(64,128) -> ReLU -> Linear(128,64) -> ReLU -> Linear(64,10)",
-    )
-    return {"entry": entry, "images": images}
+    images = write_digit_images(out, v_test, y_test, pred)
+    built = Built("digits_mlp", model, proto, [1, 8, 8], labels, acc, len(y_test), prep, dataset)
+    return built, images
 
 
-def build_shapes(out: Path, settings: Settings) -> dict:
+def build_shapes(out: Path, settings: Settings) -> tuple[list[Built], dict]:
+    """Generate the shapes set, train and export both CNNs; return them and the image entries."""
     print("shapes: generating images", flush=True)
     train_set = shapes.generate(settings.shapes_train, SHAPES_SIZE, seed=SHAPES_TRAIN_SEED)
     test_set = shapes.generate(settings.shapes_test, SHAPES_SIZE, seed=SHAPES_TEST_SEED)
@@ -380,17 +450,13 @@ def build_shapes(out: Path, settings: Settings) -> dict:
         f"{len(train_set)} train images ({n_two} with two objects, seed {SHAPES_TRAIN_SEED}) / "
         f"{len(test_set)} test images (seed {SHAPES_TEST_SEED})"
     )
-    entries, predictions = [], {}
+    # (name, constructor, epochs, fold constants): only the VGG keeps its BatchNormalization.
     specs = [
-        ("shapes_vgg", shapes_vgg, settings.vgg_epochs, False, "VGG-style CNN: "
-         "[Conv3x3-BN-ReLU]x2 (16) -> MaxPool -> [Conv3x3-BN-ReLU]x2 (32) -> MaxPool -> "
-         "Conv3x3-BN-ReLU (64) -> MaxPool -> Flatten -> Linear(1024,64) -> ReLU -> Linear(64,6)"),
-        ("shapes_resnet", ShapesResNet, settings.resnet_epochs, True, "small ResNet: stem "
-         "Conv3x3-BN-ReLU (32) -> MaxPool -> BasicBlock(32, identity) -> BasicBlock(32->64, "
-         "stride 2, 1x1 projection shortcut) -> BasicBlock(64, identity) -> GlobalAveragePool "
-         "-> Linear(64,6); residual Add + ReLU after each block"),
+        ("shapes_vgg", shapes_vgg, settings.vgg_epochs, False),
+        ("shapes_resnet", ShapesResNet, settings.resnet_epochs, True),
     ]
-    for name, factory, epochs, fold, arch in specs:
+    built, predictions = [], {}
+    for name, factory, epochs, fold in specs:
         print(f"{name}: training", flush=True)
         torch.manual_seed(SEED)
         model = factory(len(labels))
@@ -403,55 +469,10 @@ def build_shapes(out: Path, settings: Settings) -> dict:
         proto = export_onnx(model, x_test[:8], path, metadata(labels, prep, dataset), fold)
         if not fold and count_ops(proto, "BatchNormalization") == 0:
             raise RuntimeError(f"{name}: BatchNormalization nodes were folded away")
-        entries.append(
-            model_entry(
-                model, path.name, [3, SHAPES_SIZE, SHAPES_SIZE], labels, acc, len(test_set), proto,
-                prep, dataset, arch,
-            )
-        )
+        chw = [3, SHAPES_SIZE, SHAPES_SIZE]
+        built.append(Built(name, model, proto, chw, labels, acc, len(test_set), prep, dataset))
     images = write_shape_images(out, test_set, predictions["shapes_vgg"])
-    return {"entries": entries, "images": images}
-
-
-def metadata(labels: list[str], prep: dict, dataset: str) -> dict[str, str]:
-    return {
-        "pathonnx.labels": json.dumps(labels),
-        "pathonnx.preprocess": json.dumps(prep),
-        "pathonnx.dataset": dataset,
-    }
-
-
-def model_entry(
-    model: nn.Module,
-    file: str,
-    chw: list[int],
-    labels: list[str],
-    acc: float,
-    n_test: int,
-    proto: onnx.ModelProto,
-    prep: dict,
-    dataset: str,
-    architecture: str,
-) -> dict:
-    n_bn = count_ops(proto, "BatchNormalization")
-    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    return {
-        "file": file,
-        "input_shape": ["N", *chw],
-        "classes": labels,
-        "test_accuracy": round(acc, 4),
-        "test_images": n_test,
-        "architecture": architecture,
-        "exporter": f"torch.onnx.export legacy TorchScript exporter (dynamo=False), torch "
-        f"{torch.__version__.split('+')[0]}",
-        "opset": OPSET,
-        "has_batchnorm": has_bn,
-        "bn_folded": (n_bn == 0) if has_bn else None,
-        "batchnorm_nodes": n_bn,
-        "ops": sorted({node.op_type for node in proto.graph.node}),
-        "preprocess": prep,
-        "dataset": dataset,
-    }
+    return built, images
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,9 +480,9 @@ def model_entry(
 # --------------------------------------------------------------------------------------------
 
 
-def write_digit_images(out: Path, model, v_test, y_test, prep: dict) -> dict:
+def write_digit_images(out: Path, v_test: np.ndarray, y_test: np.ndarray, pred: np.ndarray) -> dict:
     """One test digit per label in DIGIT_SAMPLES, preferring ones the model gets right."""
-    correct = predict(model, torch.from_numpy(v_test / 16.0)[:, None].float()) == y_test
+    correct = pred == y_test
     index = {}
     for digit in DIGIT_SAMPLES:
         candidates = np.flatnonzero(y_test == digit)
@@ -470,6 +491,7 @@ def write_digit_images(out: Path, model, v_test, y_test, prep: dict) -> dict:
         Image.fromarray(digits_to_png_pixels(v_test[i])).save(out / "images" / name)
         index[name] = {
             "model": "digits_mlp.onnx",
+            "models": ["digits_mlp.onnx"],
             "label": str(digit),
             "objects": [],
             "stores": "round(v * 255 / 16) of the load_digits value v in 0..16",
@@ -479,22 +501,25 @@ def write_digit_images(out: Path, model, v_test, y_test, prep: dict) -> dict:
 
 
 def write_shape_images(out: Path, test_set, vgg_pred: np.ndarray) -> dict:
-    """One single-object image per class, then three two-object images with distinct labels.
+    """One single-object image per class, then three two-object images.
 
     Images the VGG model classifies correctly are preferred, so the demos start from a sensible
     prediction; masks go to images/masks.npz as ``<stem>__obj<k>`` (bool H x W).
     """
     order = sorted(range(len(test_set)), key=lambda i: (vgg_pred[i] != test_set.labels[i], i))
+    n_images = len(shapes.CLASSES) + 3
     chosen = []
     for cls in range(len(shapes.CLASSES)):
         chosen.append(next(i for i in order if test_set.classes[i] == (cls,)))
-    pair_labels = set()
-    for i in order:
-        if len(test_set.classes[i]) == 2 and test_set.labels[i] not in pair_labels:
-            pair_labels.add(test_set.labels[i])
+    # Three two-object images; prefer pairs that share no class, so six classes appear.
+    pairs = [i for i in order if len(test_set.classes[i]) == 2]
+    used: set[int] = set()
+    for i in pairs:
+        if not used & set(test_set.classes[i]):
+            used |= set(test_set.classes[i])
             chosen.append(i)
-            if len(pair_labels) == 3:
-                break
+    chosen = chosen[:n_images]
+    chosen += [i for i in pairs if i not in chosen][: n_images - len(chosen)]
     index, masks = {}, {}
     for k, i in enumerate(chosen):
         names = [shapes.CLASSES[c] for c in test_set.classes[i]]
@@ -507,7 +532,8 @@ def write_shape_images(out: Path, test_set, vgg_pred: np.ndarray) -> dict:
             objects.append({"class": name, "mask_key": key, "area": int(mask.sum())})
         masks[f"{stem}__classes"] = np.array(names)
         index[f"{stem}.png"] = {
-            "model": ["shapes_vgg.onnx", "shapes_resnet.onnx"],
+            "model": "shapes_vgg.onnx",
+            "models": ["shapes_vgg.onnx", "shapes_resnet.onnx"],
             "label": names[0],
             "objects": objects,
             "label_mask_key": objects[0]["mask_key"],
@@ -517,33 +543,70 @@ def write_shape_images(out: Path, test_set, vgg_pred: np.ndarray) -> dict:
     return index
 
 
+def open_with_metadata(path: Path) -> tuple[ort.InferenceSession, list[str], dict]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    props = session.get_modelmeta().custom_metadata_map
+    labels = json.loads(props["pathonnx.labels"])
+    return session, labels, json.loads(props["pathonnx.preprocess"])
+
+
 def check_image_files(out: Path, images: dict) -> None:
     """End-to-end check: read each PNG, apply the ONNX metadata's preprocess, run onnxruntime."""
     sessions: dict[str, tuple] = {}
     for file, info in images.items():
-        models = info["model"] if isinstance(info["model"], list) else [info["model"]]
         info["predicted"] = {}
-        for model_file in models:
+        for model_file in info["models"]:
             if model_file not in sessions:
-                session = ort.InferenceSession(str(out / model_file), providers=["CPUExecutionProvider"])
-                props = session.get_modelmeta().custom_metadata_map
-                prep = json.loads(props["pathonnx.preprocess"])
-                sessions[model_file] = (session, json.loads(props["pathonnx.labels"]), prep)
+                sessions[model_file] = open_with_metadata(out / model_file)
             session, labels, prep = sessions[model_file]
-            img = Image.open(out / "images" / file).convert("L" if prep["color"] == "grey" else "RGB")
-            pixels = np.asarray(img)
+            mode = "L" if prep["color"] == "grey" else "RGB"
+            pixels = np.asarray(Image.open(out / "images" / file).convert(mode))
             pixels = pixels[None, ..., None] if pixels.ndim == 2 else pixels[None]
             logits = session.run(["logits"], {"input": apply_preprocess(pixels, prep)})[0]
             info["predicted"][model_file] = labels[int(logits.argmax())]
         print(f"  {file}: label {info['label']}, predicted {info['predicted']}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="train for very few steps (smoke test)")
-    args = parser.parse_args(argv)
+def write_indexes(out: Path, models: list[Built], images: dict, settings: Settings) -> list[dict]:
+    """Write images/index.json and index.json; return the model entries."""
+    entries = [built.entry() for built in models]
+    for entry in entries:
+        entry["size_bytes"] = (out / entry["file"]).stat().st_size
+    # The explain demo starts from a two-object image, where a good explanation must pick one.
+    default = next(f for f, info in images.items() if len(info["objects"]) == 2)
+    write_json(out / "images" / "index.json", {"images": images})
+    index = {
+        "default": {"model": "shapes_vgg.onnx", "image": f"images/{default}"},
+        "quick_build": settings.quick_build,
+        "models": {entry["file"]: entry for entry in entries},
+        "images_index": "images/index.json",
+        "masks": "images/masks.npz",
+        "shapes_generator": {
+            "module": "shapes.py",
+            "size": SHAPES_SIZE,
+            "train_seed": SHAPES_TRAIN_SEED,
+            "test_seed": SHAPES_TEST_SEED,
+            "train_images": settings.shapes_train,
+            "test_images": settings.shapes_test,
+        },
+    }
+    write_json(out / "index.json", index)
+    return entries
 
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: here)")
+    parser.add_argument("--quick", action="store_true", help="train very briefly (smoke test)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
     settings = Settings.quick() if args.quick else Settings()
@@ -551,47 +614,22 @@ def main(argv: list[str] | None = None) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    digits = build_digits(out, settings)
-    shape_models = build_shapes(out, settings)
-    images = {**digits["images"], **shape_models["images"]}
+    digits, digit_images = build_digits(out, settings)
+    shape_models, shape_images = build_shapes(out, settings)
+    images = {**digit_images, **shape_images}
     print("checking sample images through their PNG files and the ONNX metadata", flush=True)
     check_image_files(out, images)
+    entries = write_indexes(out, [digits, *shape_models], images, settings)
 
-    default_image = next(f for f, info in shape_models["images"].items() if len(info["objects"]) == 2)
-    models = [digits["entry"], *shape_models["entries"]]
-    for entry in models:
-        entry["size_bytes"] = (out / entry["file"]).stat().st_size
-    write_json(out / "images" / "index.json", {"images": images})
-    write_json(
-        out / "index.json",
-        {
-            "default": {"model": "shapes_vgg.onnx", "image": f"images/{default_image}"},
-            "quick_build": args.quick,
-            "models": {entry["file"]: entry for entry in models},
-            "images_index": "images/index.json",
-            "masks": "images/masks.npz",
-            "shapes_generator": {
-                "module": "shapes.py",
-                "size": SHAPES_SIZE,
-                "train_seed": SHAPES_TRAIN_SEED,
-                "test_seed": SHAPES_TEST_SEED,
-                "train_images": settings.shapes_train,
-                "test_images": settings.shapes_test,
-            },
-        },
-    )
     print("summary:", flush=True)
-    for entry in models:
+    for entry in entries:
         print(
             f"  {entry['file']}: test accuracy {entry['test_accuracy']:.4f}, "
-            f"{entry['size_bytes'] / 1024:.0f} KiB, BN nodes {entry['batchnorm_nodes']}",
+            f"{entry['size_bytes'] / 1024:.0f} KiB, BatchNormalization nodes "
+            f"{entry['batchnorm_nodes']}",
             flush=True,
         )
-    print(f"done in {time.perf_counter() - start:.0f}s -> {out}", flush=True)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
