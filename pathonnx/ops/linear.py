@@ -47,16 +47,32 @@ class Conv(Rule):
         return needs_constants(node, [1, 2], "Conv weight or bias")
 
     def adjoint(self, node, ct, cx):
-        # Conv's transpose is ConvTranspose with the same weight (layout (M, C/g, k...) is what
-        # ConvTranspose reads as (C_in, C_out/g, k...)). Run it unpadded, then crop the pads.
         x, w = node.inputs[0], np.asarray(node.inputs[1].values)
         in_sp, out_sp, kernel, strides, dilations = _conv_geometry(node, x, node.outputs[0], w)
         begin = spatial_pads(node, in_sp, out_sp, kernel, strides, dilations)
+        group = int(node.attrs.get("group", 1))
+        em = cx.em
+        if all(s == 1 for s in strides):
+            # A stride-1 convolution's transpose is itself a convolution, with the kernel
+            # flipped and its channel axes swapped per group, padded by d·(k−1) − pad. Runtimes
+            # optimize Conv far more than ConvTranspose, so prefer it.
+            reach = [(k - 1) * d for k, d in zip(kernel, dilations)]
+            before = [r - b for r, b in zip(reach, begin)]
+            after = [i - o - b + r for i, o, b, r in zip(in_sp, out_sp, before, reach)]
+            if min(before + after) >= 0:
+                m, cg = w.shape[:2]
+                flipped = w.reshape(group, m // group, cg, *kernel).swapaxes(1, 2)
+                flipped = flipped.reshape(group * cg, m // group, *kernel)
+                flipped = np.ascontiguousarray(np.flip(flipped, axis=tuple(range(2, w.ndim))))
+                attrs = {"pads": before + after, "dilations": dilations, "group": group}
+                back = em.op("Conv", [ct[0], em.const(flipped, "w_flip")], attrs, hint="conv_t")
+                return [back, None, None][: len(node.inputs)]
+        # In general: ConvTranspose with the same weight (layout (M, C/g, k...) is what
+        # ConvTranspose reads as (C_in, C_out/g, k...)), run unpadded, then crop the pads.
         full = [
             (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, kernel, dilations)
         ]
-        em = cx.em
-        attrs = {"strides": strides, "dilations": dilations, "group": node.attrs.get("group", 1)}
+        attrs = {"strides": strides, "dilations": dilations, "group": group}
         spread = em.op("ConvTranspose", [ct[0], node.inputs[1]], attrs, hint="conv_t")
         return [crop_or_pad(cx, spread, begin, list(in_sp), full, 2), None, None][
             : len(node.inputs)
