@@ -35,10 +35,16 @@ ADJOINT_OPSET = 17  # ScatterElements with reduction="add" needs 16
 
 
 class _Context:
-    """What the op rules read while a graph is built: the emitter and the pattern inputs."""
+    """What the op rules read while a graph is built: the emitter and the pattern inputs.
 
-    def __init__(self, em: Emitter):
+    ``single_row``: one cotangent row per sample (rows = N), so per-sample tensors multiply
+    cotangents directly. ``masked``: every gate takes a mask input (else no gate does).
+    """
+
+    def __init__(self, em: Emitter, single_row: bool = False, masked: bool = True):
         self.em = em
+        self.single_row = single_row
+        self.masked = masked
 
     def _pattern(self, prefix: str, tensor: gs.Tensor, dtype=np.float32):
         return self.em.input(f"{prefix}:{tensor.name}", dtype, ["N", *sample_shape(tensor)])
@@ -52,32 +58,54 @@ class _Context:
         )
 
     def mask(self, node: gs.Node):
+        if not self.masked:
+            return None
         rank = len(sample_shape(node.outputs[0])) + 1
         name = f"mask:{node.outputs[0].name}"
-        return self.em.input(name, np.float32, [f"{name}_{i}" for i in range(rank)])
+        return self.em.input(name, np.bool_, [f"{name}_{i}" for i in range(rank)])
 
     def argmax(self, node: gs.Node):
         return self._pattern("argmax", node.outputs[0], np.int64)
 
     def rows_mul(self, ct, per_sample, shape: tuple[int, ...]):
         """``ct`` (N·R, *shape) times a per-sample tensor (N, *shape), broadcast over rows."""
+        return self._per_row("Mul", [ct, per_sample], shape)
+
+    def rows_where(self, ct, keep, shape: tuple[int, ...]):
+        """``ct`` where a per-sample boolean (N, *shape) holds, else 0, broadcast over rows."""
+        return self._per_row("Where", [keep, ct, self.em.const(np.float32(0))], shape)
+
+    def _per_row(self, op: str, inputs: list, shape: tuple[int, ...]):
         em = self.em
+        position = 1 if op == "Where" else 0
+        ct, per_sample = inputs[position], inputs[1 - position]
+        if self.single_row:
+            return em.op(op, inputs, hint="gated")
         samples = em.leading(per_sample, "samples")
         view = em.op(
             "Concat", [samples, em.ints([-1, *shape])], {"axis": 0}, hint="rows_view",
             dtype=np.int64,
         )  # fmt: skip
         grouped = em.op("Reshape", [ct, view], hint="by_sample")
-        spread = em.op("Unsqueeze", [per_sample, em.ints([1])], hint="per_row")
-        product = em.op("Mul", [grouped, spread], hint="gated")
+        spread = em.op("Unsqueeze", [per_sample, em.ints([1])], hint="per_row",
+                       dtype=per_sample.dtype)  # fmt: skip
+        operands = list(inputs)
+        operands[position], operands[1 - position] = grouped, spread
+        product = em.op(op, operands, hint="gated")
         return em.reshape(product, [-1, *shape], "gated")
 
 
-def build_adjoint(canonical: onnx.ModelProto) -> onnx.ModelProto:
-    """The adjoint graph of a canonical model (see the module docstring)."""
+def build_adjoint(
+    canonical: onnx.ModelProto, single_row: bool = False, masked: bool = True
+) -> onnx.ModelProto:
+    """The adjoint graph of a canonical model (see the module docstring).
+
+    Specialized variants: ``single_row`` for one cotangent row per sample (rows = N), and
+    ``masked=False`` for the unmasked map (no mask inputs); each skips work the general graph does.
+    """
     graph = gs.import_onnx(canonical)
     em = Emitter(ADJOINT_OPSET)
-    cx = _Context(em)
+    cx = _Context(em, single_row, masked)
     logits = graph.outputs[0]
     seed = em.input("seed", np.float32, ["rows", *sample_shape(logits)])
     cotangents: dict[str, list] = {logits.name: [seed]}
@@ -165,22 +193,24 @@ class LinearEngine:
 
     def __init__(self, model):
         self.model = model
-        self._adjoint = None
+        self._adjoint: dict[tuple[bool, bool], tuple] = {}
         self._frozen = None
 
     @property
     def adjoint_graph(self) -> onnx.ModelProto:
+        """The general adjoint graph (any number of rows, every gate masked)."""
         return self._adjoint_session()[0]
 
     @property
     def frozen_graph(self) -> onnx.ModelProto:
         return self._frozen_session()[0]
 
-    def _adjoint_session(self):
-        if self._adjoint is None:
-            proto = build_adjoint(self.model.canonical)
-            self._adjoint = (proto, make_session(proto, self.model.providers))
-        return self._adjoint
+    def _adjoint_session(self, single_row: bool = False, masked: bool = True):
+        key = (single_row, masked)
+        if key not in self._adjoint:
+            proto = build_adjoint(self.model.canonical, single_row, masked)
+            self._adjoint[key] = (proto, make_session(proto, self.model.providers))
+        return self._adjoint[key]
 
     def _frozen_session(self):
         if self._frozen is None:
@@ -207,7 +237,7 @@ class LinearEngine:
                     f"mask for gate {name!r} has shape {mask.shape}; give {shape} or "
                     f"({n}, {', '.join(map(str, shape))})"
                 )
-            out[name] = mask.astype(np.float32)
+            out[name] = mask.astype(bool)
         return out
 
     def _feeds(self, session, fwd: Forward, masks: dict[str, np.ndarray]) -> dict:
@@ -222,7 +252,7 @@ class LinearEngine:
                 feeds[info.name] = fwd.argmax[name]
             elif kind == "mask":
                 rank = len(info.shape)
-                feeds[info.name] = masks.get(name, np.ones((1,) * rank, np.float32))
+                feeds[info.name] = masks.get(name, np.ones((1,) * rank, bool))
         return feeds
 
     # -- running ----------------------------------------------------------------------------------
@@ -240,9 +270,9 @@ class LinearEngine:
         """
         n, r, k = seeds.shape
         masks = self.masks(masks, n)
-        _, session = self._adjoint_session()
-        feeds = self._feeds(session, fwd, masks)
         chunk = self.rows_per_call(n)
+        _, session = self._adjoint_session(single_row=r == 1 or chunk == 1, masked=bool(masks))
+        feeds = self._feeds(session, fwd, masks)
         grads, biases = [], []
         for start in range(0, r, chunk):
             part = np.ascontiguousarray(seeds[:, start : start + chunk], np.float32)

@@ -32,6 +32,9 @@ def providers_for(device: str = "auto") -> list[str]:
 def make_session(proto: onnx.ModelProto, providers: list[str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are noise to users
+    # pathonnx runs several sessions back to back (forward, then adjoint): threads that spin
+    # after one run would steal the cores the next run needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
     except Exception as err:

@@ -14,37 +14,66 @@ from ._base import Rule, needs_constants, op_rule, sample_shape
 
 
 class Gate(Rule):
+    """A gate frozen at x. Gates whose slope is 0 or 1 (ReLU, Clip) are written as a boolean
+    *pass* condition: the transpose then selects cotangents (Where) instead of multiplying."""
+
     role = "gate"
     kind = ""
 
+    def passes(self, node: gs.Node, cx):
+        """Boolean per sample (N, *shape): the slope is 1 here (else 0); None if not 0/1."""
+        return None
+
     def slope(self, node: gs.Node, cx):
-        """The frozen slope, per sample (N, *shape), from the pattern inputs."""
+        """The frozen slope as float, per sample, for gates whose slope is not 0/1."""
         raise NotImplementedError
 
     def offset(self, node: gs.Node, cx):
         """The frozen constant, per sample, or None when it is 0."""
         return None
 
-    def factor(self, node: gs.Node, cx):
-        """slope · mask, built once per gate and graph."""
+    def _key(self, node: gs.Node, what: str):
+        return (what, node.name, node.outputs[0].name)
+
+    def keep(self, node: gs.Node, cx):
+        """passes AND mask (bool), built once per gate and graph; None for non-0/1 slopes."""
 
         def make():
-            return cx.em.op("Mul", [self.slope(node, cx), cx.mask(node)], hint="factor")
+            passes, mask = self.passes(node, cx), cx.mask(node)
+            if passes is None or mask is None:
+                return passes
+            return cx.em.op("And", [passes, mask], hint="keep", dtype=bool)
 
-        return cx.em.cached(("factor", node.name, node.outputs[0].name), make)
+        return cx.em.cached(self._key(node, "keep"), make)
+
+    def factor(self, node: gs.Node, cx):
+        """slope · mask (float) for gates whose slope is not 0/1."""
+
+        def make():
+            slope, mask = self.slope(node, cx), cx.mask(node)
+            if mask is None:
+                return slope
+            return cx.em.op("Where", [mask, slope, cx.em.const(np.float32(0))], hint="factor")
+
+        return cx.em.cached(self._key(node, "factor"), make)
 
     def masked_offset(self, node: gs.Node, cx):
         def make():
-            offset = self.offset(node, cx)
-            if offset is None:
-                return None
-            return cx.em.op("Mul", [offset, cx.mask(node)], hint="offset")
+            offset, mask = self.offset(node, cx), cx.mask(node)
+            if offset is None or mask is None:
+                return offset
+            return cx.em.op("Where", [mask, offset, cx.em.const(np.float32(0))], hint="offset")
 
-        return cx.em.cached(("offset", node.name, node.outputs[0].name), make)
+        return cx.em.cached(self._key(node, "offset"), make)
 
     def adjoint(self, node, ct, cx):
         shape = sample_shape(node.outputs[0])
-        return [cx.rows_mul(ct[0], self.factor(node, cx), shape)] + [None] * (len(node.inputs) - 1)
+        keep = self.keep(node, cx)
+        if keep is not None:
+            grad = cx.rows_where(ct[0], keep, shape)
+        else:
+            grad = cx.rows_mul(ct[0], self.factor(node, cx), shape)
+        return [grad] + [None] * (len(node.inputs) - 1)
 
     def bias(self, node, ct, cx):
         offset = self.masked_offset(node, cx)
@@ -56,22 +85,26 @@ class Gate(Rule):
     def frozen(self, node, z, cx):
         """The frozen gate applied to a new input ``z`` (per sample)."""
         em = cx.em
-        out = em.op("Mul", [z, self.factor(node, cx)], hint="frozen")
+        keep = self.keep(node, cx)
+        if keep is not None:
+            out = em.op("Where", [keep, z, em.const(np.float32(0))], hint="frozen")
+        else:
+            out = em.op("Mul", [z, self.factor(node, cx)], hint="frozen")
         offset = self.masked_offset(node, cx)
         return out if offset is None else em.op("Add", [out, offset], hint="frozen")
 
 
 def _as_float(cx, boolean):
-    return cx.em.op("Cast", [boolean], {"to": 1}, hint="slope")
+    return cx.em.op("Cast", [boolean], {"to": 1}, hint="as_float")
 
 
 @op_rule("Relu")
 class Relu(Gate):
     kind = "relu"
 
-    def slope(self, node, cx):
+    def passes(self, node, cx):
         h = cx.activation(node)
-        return _as_float(cx, cx.em.op("Greater", [h, cx.em.const(np.float32(0))], dtype=bool))
+        return cx.em.op("Greater", [h, cx.em.const(np.float32(0))], hint="passes", dtype=bool)
 
 
 def _clip_bounds(node: gs.Node) -> tuple[float, float]:
@@ -85,14 +118,14 @@ class Clip(Gate):
     def check(self, node):
         return needs_constants(node, [1, 2], "Clip bound")
 
-    def slope(self, node, cx):
+    def passes(self, node, cx):
         # lo < h < hi exactly when lo < z < hi (h = clamp(z, lo, hi)).
         em = cx.em
         h = cx.activation(node)
         lo, hi = _clip_bounds(node)
         above = em.op("Greater", [h, em.const(np.float32(lo))], dtype=bool)
         below = em.op("Less", [h, em.const(np.float32(hi))], dtype=bool)
-        return _as_float(cx, em.op("And", [above, below], dtype=bool))
+        return em.op("And", [above, below], hint="passes", dtype=bool)
 
     def offset(self, node, cx):
         em = cx.em

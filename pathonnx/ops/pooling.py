@@ -50,6 +50,16 @@ class MaxPool(Rule):
 
     def adjoint(self, node, ct, cx):
         em = cx.em
+        if cx.single_row:
+            # One row per sample: onnxruntime's indices already address the flat input tensor.
+            index = em.reshape(cx.argmax(node), [-1], "argmax_flat", np.int64)
+            size = em.op("Mul", [em.leading(ct[0], "rows"), em.ints([int(np.prod(
+                sample_shape(node.inputs[0])))])], hint="size", dtype=np.int64)  # fmt: skip
+            zeros = em.op("ConstantOfShape", [size], hint="zeros")
+            updates = em.reshape(ct[0], [-1], "ct_flat")
+            spread = em.op("ScatterElements", [zeros, index, updates],
+                           {"axis": 0, "reduction": "add"}, hint="unpool")  # fmt: skip
+            return [em.reshape(spread, [-1, *sample_shape(node.inputs[0])], "unpooled")]
         channels, in_flat, out_flat = self._flat(node)
         index = self.spatial_argmax(node, cx)
         rows, samples = em.leading(ct[0], "rows"), em.leading(index, "samples")
@@ -61,8 +71,7 @@ class MaxPool(Rule):
         index = em.reshape(index, [-1, channels, out_flat], "argmax_rows", np.int64)
         zeros_shape = em.op("Concat", [rows, em.ints([channels, in_flat])], {"axis": 0},
                             hint="zeros_shape", dtype=np.int64)  # fmt: skip
-        zeros = em.op("Expand", [em.const(np.zeros((1, 1, 1), np.float32)), zeros_shape],
-                      hint="zeros")  # fmt: skip
+        zeros = em.op("ConstantOfShape", [zeros_shape], hint="zeros")
         updates = em.reshape(ct[0], [-1, channels, out_flat], "ct_flat")
         spread = em.op(
             "ScatterElements", [zeros, index, updates], {"axis": 2, "reduction": "add"},

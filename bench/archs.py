@@ -1,0 +1,222 @@
+"""Full-size torch reference networks for the benchmarks (ResNet-18, VGG-16) and their export.
+
+Architectures as published:
+  ResNet-18: He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
+  VGG-16 (configuration D): Simonyan & Zisserman, "Very Deep Convolutional Networks for
+  Large-Scale Image Recognition", ICLR 2015.
+
+Every factory returns a randomly initialised module, seeded, in eval mode. Weights use He
+initialisation so that activations keep their scale through 16-18 layers (with PyTorch's default
+init the logits of VGG-16 shrink by orders of magnitude, which makes numerical comparisons of
+logits meaningless). BatchNorm running statistics and affine parameters are randomised too, so
+that folding them into the convolutions is real work and a wrong fold would show.
+
+Every ReLU is its own ``nn.ReLU`` module and none is in-place: a forward hook on each ReLU then
+sees each gate output exactly once, and no later in-place op overwrites a kept output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+
+import torch
+from torch import nn
+
+# VGG configuration D: output channels of each 3x3 convolution, "M" for a 2x2 max-pool.
+VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M")
+VGG16_CONFIG += (512, 512, 512, "M")
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-18
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers plus a shortcut (identity, or a strided 1x1 conv-BN projection)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(y + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 3-channel images: 7x7 stem, BasicBlocks [2, 2, 2, 2], global pool, FC."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        stages, cin = [], 64
+        for i, cout in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            stages += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout)]
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+def resnet18(num_classes: int = 1000, seed: int = 0) -> ResNet18:
+    """A randomly initialised ResNet-18 in eval mode; any input size of 32x32 or more works."""
+    return _seeded(lambda: ResNet18(num_classes), seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# VGG-16
+
+
+def vgg16_features(batch_norm: bool = False) -> nn.Sequential:
+    """The 13 conv layers of configuration D, each followed by ReLU (and BN before it, if asked)."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for item in VGG16_CONFIG:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        layers.append(nn.Conv2d(cin, item, 3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(item))
+        layers.append(nn.ReLU())
+        cin = item
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """VGG features, flatten, then a fully connected head given by its hidden widths.
+
+    The original VGG takes 224x224 inputs, so the features end at 7x7x512 = 25088. No adaptive
+    pooling is inserted before the head (torchvision adds one; at 224x224 it is the identity).
+    For other input sizes, a multiple of 32, the first FC layer is sized to match instead.
+    Dropout, as in the paper, sits after each hidden FC ReLU; in eval mode it does nothing.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        hidden: tuple[int, ...] = (4096, 4096),
+        batch_norm: bool = False,
+        input_size: int = 224,
+        dropout: float = 0.5,
+    ):
+        super().__init__()
+        if input_size % 32:
+            raise ValueError(f"VGG input size must be a multiple of 32, got {input_size}")
+        self.features = vgg16_features(batch_norm)
+        widths = (512 * (input_size // 32) ** 2, *hidden)
+        head: list[nn.Module] = [nn.Flatten(1)]
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            head += [nn.Linear(cin, cout), nn.ReLU()]
+            if dropout:
+                head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(widths[-1], num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def vgg16(
+    num_classes: int = 1000, batch_norm: bool = False, input_size: int = 224, seed: int = 0
+) -> VGG:
+    """VGG-16 (configuration D), classifier 25088-4096-4096-K at 224x224; BN off by default."""
+    return _seeded(lambda: VGG(num_classes, (4096, 4096), batch_norm, input_size), seed)
+
+
+def vgg16_pathwise_head(
+    num_classes: int = 10, batch_norm: bool = False, input_size: int = 224, seed: int = 0
+) -> VGG:
+    """VGG-16 features with the small 25088-256-64-10 head of the pathwise explanation paper."""
+    return _seeded(lambda: VGG(num_classes, (256, 64), batch_norm, input_size, 0.0), seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation and export
+
+
+def _seeded(build, seed: int) -> nn.Module:
+    """Build under ``seed``, re-initialise (He weights, random BN statistics), set eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    module = build()
+    for layer in module.modules():
+        _init_layer(layer, generator)
+    return module.eval()
+
+
+@torch.no_grad()
+def _init_layer(layer: nn.Module, generator: torch.Generator) -> None:
+    if isinstance(layer, (nn.Conv2d, nn.Linear)):
+        fan_in = layer.weight[0].numel()
+        std = (2.0 / fan_in) ** 0.5
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * std)
+        if layer.bias is not None:
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.1)
+    elif isinstance(layer, nn.BatchNorm2d):
+        # Kept near the identity so the scale of activations stays sane over many layers.
+        n = layer.num_features
+        layer.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+        layer.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+        layer.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+        layer.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+
+
+def export_legacy(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    path: str | os.PathLike[str],
+    opset: int = 13,
+) -> None:
+    """Export ``module`` with the TorchScript (legacy) exporter to one ONNX file.
+
+    ``shape`` is one sample's shape, e.g. ``(3, 224, 224)``; the batch axis is dynamic ("N").
+    Input and output are named "input" and "logits".
+    """
+    x = torch.zeros((1, *shape))
+    with _quiet():
+        torch.onnx.export(
+            module,
+            (x,),
+            os.fspath(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+        )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence exporter noise: deprecation and tracer warnings, stray prints, log lines."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
