@@ -95,22 +95,48 @@ class _Context:
         return em.reshape(product, [-1, *shape], "gated")
 
 
+def live_tensors(graph: gs.Graph, cut: int) -> list[gs.Tensor]:
+    """Data tensors that cross ``cut`` (a position in node order): made before it (or the input)
+    and read at or after it (or the logits, at the end). A stage of the backward walk carries
+    exactly their cotangents from one cut to the next."""
+    x, logits = graph.inputs[0], graph.outputs[0]
+    made = [x] + [t for node in graph.nodes[:cut] for t in node.outputs if t.name]
+    read = {t.name for node in graph.nodes[cut:] for t in node.inputs if isinstance(t, gs.Variable)}
+    if cut == len(graph.nodes):
+        read.add(logits.name)
+    return [t for t in made if t.name in read]
+
+
 def build_adjoint(
-    canonical: onnx.ModelProto, single_row: bool = False, masked: bool = True
+    canonical: onnx.ModelProto,
+    single_row: bool = False,
+    masked: bool = True,
+    start: int | None = None,
+    stop: int = 0,
 ) -> onnx.ModelProto:
-    """The adjoint graph of a canonical model (see the module docstring).
+    """The adjoint graph of a canonical model (see the module docstring), or one stage of it.
 
     Specialized variants: ``single_row`` for one cotangent row per sample (rows = N), and
     ``masked=False`` for the unmasked map (no mask inputs); each skips work the general graph does.
+
+    Stages: the walk over nodes ``[stop, start)`` (positions in node order, default the whole
+    graph) takes the cotangents ``upstream:<name>`` of the tensors live at ``start`` and returns
+    those live at ``stop`` as ``ct:<name>``, plus the bias met on the way. A selection that depends on the cotangent at
+    a gate (the pathwise method) runs between stages cut right after that gate. The whole walk
+    names its input ``seed`` (the logits) and its output ``grad`` (the model input).
     """
     graph = gs.import_onnx(canonical)
+    start = len(graph.nodes) if start is None else start
     em = Emitter(ADJOINT_OPSET)
     cx = _Context(em, single_row, masked)
-    logits = graph.outputs[0]
-    seed = em.input("seed", np.float32, ["rows", *sample_shape(logits)])
-    cotangents: dict[str, list] = {logits.name: [seed]}
+    top, bottom = start == len(graph.nodes), stop == 0
+    cotangents: dict[str, list] = {}
+    for tensor in live_tensors(graph, start):
+        name = "seed" if top else f"upstream:{tensor.name}"
+        cotangents[tensor.name] = [em.input(name, np.float32, ["rows", *sample_shape(tensor)])]
+    first = next(iter(em.inputs.values()))
     bias_terms = []
-    for node in reversed(graph.nodes):
+    for node in reversed(graph.nodes[stop:start]):
         ct = [em.add_all(cotangents.pop(t.name, [])) if t.name else None for t in node.outputs]
         if all(c is None for c in ct):
             continue  # nothing downstream of this node reaches the logits
@@ -119,20 +145,24 @@ def build_adjoint(
             if grad is not None:
                 cotangents.setdefault(tensor.name, []).append(grad)
         bias_terms.append(rule.bias(node, ct, cx))
-    x = graph.inputs[0]
-    grad = em.add_all(cotangents.get(x.name, []))
-    if grad is None:  # the logits do not depend on the input at all
-        grad = em.op("Mul", [em.reshape(seed, [-1, *[1] * len(sample_shape(x))]), em.const(
-            np.zeros(sample_shape(x), np.float32))], hint="no_path")  # fmt: skip
+    rows = em.leading(first, "rows")
+    outputs = []
+    for tensor in live_tensors(graph, stop):
+        shape = sample_shape(tensor)
+        grad = em.add_all(cotangents.get(tensor.name, []))
+        if grad is None:  # no path from the logits to this tensor
+            size = em.op("Concat", [rows, em.ints(shape)], {"axis": 0}, hint="zeros_shape",
+                         dtype=np.int64)  # fmt: skip
+            grad = em.op("ConstantOfShape", [size], hint="no_path")
+        out = em.op("Identity", [grad], hint="ct")
+        out.name = "grad" if bottom else f"ct:{tensor.name}"
+        outputs.append(out)
     bias = em.add_all(bias_terms)
     if bias is None:
-        bias = em.op("Mul", [em.sum_per_row(seed, 2), em.const(np.float32(0))], hint="no_bias")
-    outputs = [
-        em.op("Identity", [grad], hint="grad"),
-        em.op("Identity", [bias], hint="bias"),
-    ]
-    outputs[0].name, outputs[1].name = "grad", "bias"
-    return em.graph(outputs, "pathonnx_adjoint")
+        bias = em.op("ConstantOfShape", [rows], hint="no_bias")
+    bias = em.op("Identity", [bias], hint="bias")
+    bias.name = "bias"
+    return em.graph([*outputs, bias], "pathonnx_adjoint")
 
 
 def build_frozen(canonical: onnx.ModelProto) -> onnx.ModelProto:
@@ -193,7 +223,7 @@ class LinearEngine:
 
     def __init__(self, model):
         self.model = model
-        self._adjoint: dict[tuple[bool, bool], tuple] = {}
+        self._adjoint: dict[tuple, tuple] = {}
         self._frozen = None
 
     @property
@@ -205,12 +235,36 @@ class LinearEngine:
     def frozen_graph(self) -> onnx.ModelProto:
         return self._frozen_session()[0]
 
-    def _adjoint_session(self, single_row: bool = False, masked: bool = True):
-        key = (single_row, masked)
+    def _adjoint_session(
+        self, single_row: bool = False, masked: bool = True, start=None, stop: int = 0
+    ):
+        key = (single_row, masked, start, stop)
         if key not in self._adjoint:
-            proto = build_adjoint(self.model.canonical, single_row, masked)
+            proto = build_adjoint(self.model.canonical, single_row, masked, start, stop)
             self._adjoint[key] = (proto, make_session(proto, self.model.providers))
         return self._adjoint[key]
+
+    def gate_cuts(self) -> list[int]:
+        """Positions in node order right after each gate: where a staged walk can stop to act
+        on the cotangent at that gate's output (in the order of :attr:`Model.gates`)."""
+        nodes = self.model.canonical.graph.node
+        names = {g.name for g in self.model.gates}
+        return [i + 1 for i, node in enumerate(nodes) if node.output[0] in names]
+
+    def stage(self, fwd: Forward, cotangents: dict, start: int | None, stop: int,
+              masks: dict | None = None) -> tuple[dict, np.ndarray]:  # fmt: skip
+        """Run the walk over nodes ``[stop, start)``: cotangents (rows, *shape) of the tensors live
+        at ``start`` (the key ``"seed"`` for the logits) -> those live at ``stop`` (key ``"grad"``
+        for the input), and the bias (rows,) met in between."""
+        masks = self.masks(masks, len(fwd.x))
+        _, session = self._adjoint_session(False, True, start, stop)
+        feeds = self._feeds(session, fwd, masks)
+        for key, value in cotangents.items():
+            name = key if key == "seed" else key.replace("ct:", "upstream:", 1)
+            feeds[name] = np.ascontiguousarray(value, np.float32)
+        names = [o.name for o in session.get_outputs()]
+        values = dict(zip(names, session.run(names, feeds)))
+        return {k: v for k, v in values.items() if k != "bias"}, values["bias"]
 
     def _frozen_session(self):
         if self._frozen is None:
@@ -259,8 +313,9 @@ class LinearEngine:
 
     def rows_per_call(self, n: int) -> int:
         largest = max([int(np.prod(self.model.input_shape))] + [g.units for g in self.model.gates])
-        # Each row holds a few cotangents the size of the largest tensor at once.
-        return max(1, int(self.memory_budget // (16 * largest * n)))
+        # onnxruntime holds about a dozen tensors the size of the largest cotangent at once
+        # (measured on VGG-16), 4 bytes each: 64 bytes per element and row.
+        return max(1, int(self.memory_budget // (64 * largest * n)))
 
     def vjp(self, fwd: Forward, seeds: np.ndarray, masks: dict | None = None):
         """Cotangent rows through the frozen, masked map.

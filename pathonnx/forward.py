@@ -29,8 +29,30 @@ def providers_for(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+_SHARED_ARENA = False
+
+
+def _share_cpu_arena() -> None:
+    """One CPU memory arena for all of pathonnx's sessions, grown only by what is asked.
+
+    Each session would otherwise keep its own arena at its peak size, doubling it on growth:
+    forward, adjoint and frozen graphs of a VGG-16 then held over 10 GB between them.
+    """
+    global _SHARED_ARENA
+    if _SHARED_ARENA:
+        return
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    same_as_requested = 1
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, same_as_requested, -1, -1))
+    _SHARED_ARENA = True
+
+
 def make_session(proto: onnx.ModelProto, providers: list[str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    _share_cpu_arena()
+    options.add_session_config_entry("session.use_env_allocators", "1")
     options.log_severity_level = 3  # warnings about unused initializers are noise to users
     # pathonnx runs several sessions back to back (forward, then adjoint): threads that spin
     # after one run would steal the cores the next run needs.
