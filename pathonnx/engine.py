@@ -121,8 +121,9 @@ def build_adjoint(
 
     Stages: the walk over nodes ``[stop, start)`` (positions in node order, default the whole
     graph) takes the cotangents ``upstream:<name>`` of the tensors live at ``start`` and returns
-    those live at ``stop`` as ``ct:<name>``, plus the bias met on the way. A selection that depends on the cotangent at
-    a gate (the pathwise method) runs between stages cut right after that gate. The whole walk
+    those live at ``stop`` as ``ct:<name>``, plus the bias met on the way. A selection that
+    depends on the cotangent at a gate (the pathwise method) runs between stages cut right after
+    that gate. The whole walk
     names its input ``seed`` (the logits) and its output ``grad`` (the model input).
     """
     graph = gs.import_onnx(canonical)
