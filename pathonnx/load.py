@@ -180,10 +180,9 @@ def load_model(
         upgraded_from = opset
         data = data_inputs(proto.graph)[0]
 
-    # onnx may stamp a newer IR version than onnxruntime reads (onnx.helper.make_model does);
-    # the ops pathonnx accepts need no more than their opsets' minimum.
-    needed = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
-    proto.ir_version = max(min(proto.ir_version, needed), 3)
+    # onnx may stamp a newer IR version than onnxruntime reads (onnx.helper.make_model does),
+    # and old files an older one than their (upgraded) opset needs: use the opsets' minimum.
+    proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
 
     dims = _dims(data)
     if not dims:

@@ -65,6 +65,7 @@ def canonicalize(loaded: LoadedModel, name: str = "model") -> Canonical:
         graph, report = rewrite(graph)
         reports.append(report)
     proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = loaded.proto.ir_version  # graphsurgeon keeps the file's, maybe older
     _carry_model_fields(loaded.proto, proto)
     del proto.graph.value_info[:]
     proto = shape_inference.infer_shapes(proto, strict_mode=False)
