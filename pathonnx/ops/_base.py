@@ -92,6 +92,13 @@ def sample_shape(tensor: gs.Tensor) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.shape[1:])
 
 
+def axes_of(node: gs.Node):
+    """The ``axes`` of Squeeze/Unsqueeze/Reduce*: an attribute before opset 13 (18 for
+    reductions), the constant input 1 after; None when absent."""
+    axes = node.attrs.get("axes")
+    return const(node, 1) if axes is None else axes
+
+
 def axes_reason(axes, rank_: int | None, what: str) -> str | None:
     if axes is None:
         return None

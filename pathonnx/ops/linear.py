@@ -41,6 +41,13 @@ def _channel_bias(cx, ct, bias: np.ndarray | None, shape: tuple[int, ...]):
     return em.op("MatMul", [per_channel, vector], hint="bias")
 
 
+def _conv_bias(rule: Rule, node: gs.Node, ct: list, cx):
+    """Conv and ConvTranspose add bias[c] to every position of output channel c."""
+    if len(node.inputs) < 3 or not node.inputs[2].name:
+        return None
+    return _channel_bias(cx, ct[0], node.inputs[2].values, sample_shape(node.outputs[0]))
+
+
 @op_rule("Conv")
 class Conv(Rule):
     def check(self, node):
@@ -78,10 +85,7 @@ class Conv(Rule):
             : len(node.inputs)
         ]
 
-    def bias(self, node, ct, cx):
-        if len(node.inputs) < 3 or not node.inputs[2].name:
-            return None
-        return _channel_bias(cx, ct[0], node.inputs[2].values, sample_shape(node.outputs[0]))
+    bias = _conv_bias
 
 
 @op_rule("ConvTranspose")
@@ -107,10 +111,7 @@ class ConvTranspose(Rule):
         back = em.op("Conv", [grown, node.inputs[1]], attrs, hint="conv")
         return [back, None, None][: len(node.inputs)]
 
-    def bias(self, node, ct, cx):
-        if len(node.inputs) < 3 or not node.inputs[2].name:
-            return None
-        return _channel_bias(cx, ct[0], node.inputs[2].values, sample_shape(node.outputs[0]))
+    bias = _conv_bias
 
 
 @op_rule("Gemm")

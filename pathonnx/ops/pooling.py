@@ -9,8 +9,8 @@ import onnxruntime as ort
 
 from ._base import (
     Rule,
+    axes_of,
     axes_reason,
-    const,
     crop_or_pad,
     needs_constants,
     op_rule,
@@ -162,9 +162,7 @@ class GlobalAveragePool(Rule):
 
 
 def _reduce_axes(node: gs.Node) -> list[int] | None:
-    axes = node.attrs.get("axes")
-    if axes is None:
-        axes = const(node, 1)
+    axes = axes_of(node)
     if axes is None or np.size(axes) == 0:
         return None
     full = rank(node.inputs[0])
@@ -177,9 +175,7 @@ class Reduce(Rule):
         reason = needs_constants(node, [1], f"{node.op} axes")
         if reason:
             return reason
-        axes = node.attrs.get("axes")
-        if axes is None:
-            axes = const(node, 1)
+        axes = axes_of(node)
         if axes is None or np.size(axes) == 0:
             if node.attrs.get("noop_with_empty_axes", 0):
                 return None

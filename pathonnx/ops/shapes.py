@@ -9,6 +9,7 @@ import onnxruntime as ort
 from ._base import (
     Rule,
     attr_str,
+    axes_of,
     axes_reason,
     const,
     crop_or_pad,
@@ -65,9 +66,7 @@ class Squeeze(_Reshaping):
         reason = needs_constants(node, [1], f"{node.op} axes")
         if reason:
             return reason
-        axes = node.attrs.get("axes")
-        if axes is None:
-            axes = const(node, 1)
+        axes = axes_of(node)
         if axes is None:
             return f"{node.op} without axes may drop the batch axis"
         rank_ = rank(node.inputs[0])
@@ -98,33 +97,28 @@ class Concat(Rule):
     def check(self, node):
         return axes_reason(node.attrs.get("axis", 0), rank(node.inputs[0]), "Concat")
 
-    def adjoint(self, node, ct, cx):
+    def _pieces(self, node, ct, cx):
+        """Each input with the slice of the output cotangent that its values landed in."""
         em = cx.em
         axis = _axis(node, rank(node.outputs[0]))
-        out, start = [], 0
+        start = 0
         for tensor in node.inputs:
             size = sample_shape(tensor)[axis - 1]
-            if is_data(tensor):
-                piece = [em.ints([start]), em.ints([start + size]), em.ints([axis])]
-                out.append(em.op("Slice", [ct[0], *piece], hint="concat_t"))
-            else:
-                out.append(None)
+            bounds = [em.ints([start]), em.ints([start + size]), em.ints([axis])]
+            yield tensor, lambda b=bounds: em.op("Slice", [ct[0], *b], hint="concat_t")
             start += size
-        return out
+
+    def adjoint(self, node, ct, cx):
+        return [piece() if is_data(t) else None for t, piece in self._pieces(node, ct, cx)]
 
     def bias(self, node, ct, cx):
         em = cx.em
-        axis = _axis(node, rank(node.outputs[0]))
-        terms, start = [], 0
-        for tensor in node.inputs:
-            size = sample_shape(tensor)[axis - 1]
+        terms = []
+        for tensor, piece in self._pieces(node, ct, cx):
             if not is_data(tensor) and np.any(tensor.values):
-                piece = [em.ints([start]), em.ints([start + size]), em.ints([axis])]
-                part = em.op("Slice", [ct[0], *piece], hint="concat_const")
                 value = np.asarray(tensor.values, np.float32)[0]
-                product = em.op("Mul", [part, em.const(value)], hint="concat_const")
+                product = em.op("Mul", [piece(), em.const(value)], hint="concat_const")
                 terms.append(em.sum_per_row(product, rank(node.outputs[0])))
-            start += size
         return em.add_all(terms)
 
 
