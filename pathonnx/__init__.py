@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .check import CheckResult, SelfCheck, check_model, self_check
+from .engine import Linear
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
 from .forward import Forward
 from .model import Gate, MaxPoolSite, Model, load
+from .pathways import Pathway, pathwise
 from .rewrite import PassReport
 
 __version__ = "0.1.0"
@@ -14,15 +16,18 @@ __all__ = [
     "CheckResult",
     "Forward",
     "Gate",
+    "Linear",
     "InputError",
     "MaxPoolSite",
     "Model",
     "ModelLoadError",
     "PassReport",
     "PathonnxError",
+    "Pathway",
     "SelfCheck",
     "UnsupportedModelError",
     "check_model",
     "load",
+    "pathwise",
     "self_check",
 ]

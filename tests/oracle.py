@@ -136,3 +136,51 @@ class TorchOracle:
         finally:
             for h in handles:
                 h.remove()
+
+
+def pathwise_reference(oracle: TorchOracle, x, target, depth=None, width=None, alpha=None):
+    """Algorithm 1 of the pathwise paper as its public code runs it: at every gate from the top,
+    the K-row Jacobian of the logits w.r.t. the gate's output is recomputed from scratch (K
+    backward passes) through the upper gates, masked with the units already chosen."""
+    x64 = torch.tensor(x, dtype=torch.float64)
+    target = torch.as_tensor(np.asarray(target))
+    n = len(x)
+    with torch.no_grad():
+        k = oracle.module(x64).shape[1]
+    oracle.gradient(x, target.numpy())  # counts the gates
+    gates = oracle.gate_calls
+    depth = gates if depth is None else depth
+    alpha = 1.0 / k if alpha is None else alpha
+    masks: list = [None] * gates
+    for level in range(gates - 1, gates - 1 - depth, -1):
+        outputs = []
+
+        def hook(module, inputs, output, outputs=outputs):
+            index = len(outputs)
+            outputs.append(output)
+            if masks[index] is not None:
+                mask = torch.as_tensor(masks[index], dtype=output.dtype)
+                output.register_hook(lambda g, m=mask: g * m)
+
+        handles = oracle._hook_all(hook)
+        try:
+            logits = oracle.module(x64.clone().requires_grad_(True))
+            h = outputs[level]
+            rows = [
+                torch.autograd.grad(logits[:, c].sum(), h, retain_graph=True)[0] for c in range(k)
+            ]
+        finally:
+            for handle in handles:
+                handle.remove()
+        contribution = (torch.stack(rows, 1) * h.detach()[:, None]).reshape(n, k, -1)
+        importance = torch.softmax(contribution, dim=1)[torch.arange(n), target]
+        units = importance.shape[1]
+        keep_at_most = units if width is None else min(width, units)
+        order = torch.sort(importance, dim=1, descending=True, stable=True).indices
+        mask = torch.zeros_like(importance, dtype=torch.bool)
+        for i in range(n):
+            top = order[i, :keep_at_most]
+            chosen = top[importance[i, top] > alpha]
+            mask[i, chosen if len(chosen) else top[:1]] = True
+        masks[level] = mask.reshape(h.shape).numpy()
+    return masks

@@ -1,0 +1,135 @@
+"""Stage 5, pathway selection: the pathwise explanation of ReLU networks (one K-row sweep).
+
+Pathwise explanation (DESIGN §3; "Pathwise Explanation of ReLU Neural Networks",
+arXiv:2506.18037, Algorithm 1): visit the gates from the last in execution order downwards; at
+gate l, with the masks of the gates above fixed, score every unit i by
+``imp_i = softmax_c(h_i · ∂logit_c/∂h_i)[target]`` over all K outputs, keep the ``width`` most
+important units, of those the ones with ``imp > alpha`` (the single best if none), and go on.
+
+The public code recomputes the K-row Jacobian at every gate (depth × K backward passes). Here
+the K cotangent rows flow down once: the engine's walk is cut right after each visited gate,
+the selection runs there on the cotangent at the gate's output, and the next stage continues
+below it with the new mask applied. The rows of the target then carry W^p and b^p.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine import Linear
+from .errors import InputError
+from .model import Model
+
+
+@dataclass(frozen=True)
+class Pathway:
+    """A pathway: one boolean mask per gate it restricts, ``(N, *gate.shape)``, its target (N,)
+    and its linear model ``linear`` (``W^p`` shaped like x, ``b^p`` (N,)). ``stats`` holds the
+    units kept per gate (N,) and the share of kept units that were dead (inactive) at x."""
+
+    masks: dict[str, np.ndarray]
+    target: np.ndarray
+    linear: Linear
+    method: str = "pathwise"
+    params: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    def attribution(self, x: np.ndarray) -> np.ndarray:
+        """``W^p ⊙ x``, shaped like x."""
+        return self.linear.attribution(x)
+
+
+def _width(width, units: int) -> int:
+    """Max units to keep at a gate: an int, or a percentage such as "5%" of its units."""
+    if width is None:
+        return units
+    if isinstance(width, str) and width.strip().endswith("%"):
+        try:
+            share = float(width.strip()[:-1])
+        except ValueError:
+            raise InputError(f"width {width!r} is not a percentage like '5%'") from None
+        if not 0 < share <= 100:
+            raise InputError(f"width {width!r} must be a percentage in (0, 100]")
+        return max(1, math.ceil(units * share / 100))
+    if isinstance(width, (bool, float)) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise InputError(f"width {width!r} must be a positive int or a percentage like '5%'")
+    return min(int(width), units)
+
+
+def select_units(importance: np.ndarray, width: int, alpha: float) -> np.ndarray:
+    """Algorithm 1's choice at one gate, per sample: importance (N, units) -> mask (N, units).
+
+    Units in descending importance (ties: lower flat index first); the first ``width``; of those
+    the ones above ``alpha``; the single most important when none is.
+    """
+    order = np.argsort(-importance, axis=1, kind="stable")[:, :width]
+    chosen = np.take_along_axis(importance, order, axis=1) > alpha
+    chosen[:, 0] |= ~chosen.any(axis=1)
+    mask = np.zeros(importance.shape, bool)
+    np.put_along_axis(mask, order, chosen, axis=1)
+    return mask
+
+
+def _importance(h: np.ndarray, ct: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """softmax over the K outputs of h·∂logit/∂h, at the target: (N, units).
+
+    In float64: a unit with no contribution scores exactly 1/K, which must not pass alpha = 1/K
+    (in float32, 1/K rounds up for K = 10 and dead units would be kept).
+    """
+    contribution = h[:, None, :].astype(np.float64) * ct  # (N, K, units)
+    contribution -= contribution.max(axis=1, keepdims=True)
+    np.exp(contribution, out=contribution)
+    picked = contribution[np.arange(len(target)), target]
+    return picked / contribution.sum(axis=1)
+
+
+def pathwise(
+    model: Model,
+    x,
+    target=None,
+    depth: int | None = None,
+    width: int | str | None = None,
+    alpha: float | None = None,
+) -> Pathway:
+    """The pathwise explanation of ``x`` (N, *input_shape) for ``target`` (default: the argmax).
+
+    ``depth``: gate tensors from the top to select in (default all); ``width``: max units per
+    gate (int or a percentage like "5%"; default unlimited); ``alpha``: importance threshold
+    (default 1/K). Gates below ``depth`` stay whole.
+    """
+    fwd = model.forward(x)
+    n, k = len(fwd.x), model.num_outputs
+    target = fwd.prediction if target is None else model.check_target(target, n)
+    gates = model.gates
+    depth = len(gates) if depth is None else int(depth)
+    if not 1 <= depth <= len(gates):
+        raise InputError(f"depth {depth} is out of range; the model has {len(gates)} gates")
+    alpha = 1.0 / k if alpha is None else float(alpha)
+    engine = model.engine
+    cuts = engine.gate_cuts()
+    rows = np.broadcast_to(np.eye(k, dtype=np.float32), (n, k, k)).reshape(n * k, k)
+    cotangents, start, bias, masks, kept = {"seed": rows}, None, 0.0, {}, {}
+    for index in range(len(gates) - 1, len(gates) - 1 - depth, -1):
+        gate = gates[index]
+        cotangents, part = engine.stage(fwd, cotangents, start, cuts[index], masks)
+        bias, start = bias + part, cuts[index]
+        ct = cotangents[f"ct:{gate.name}"].reshape(n, k, gate.units)
+        h = fwd.activations[gate.name].reshape(n, gate.units)
+        mask = select_units(_importance(h, ct, target), _width(width, gate.units), alpha)
+        masks[gate.name] = mask.reshape(n, *gate.shape)
+        kept[gate.name] = mask.sum(axis=1)
+    cotangents, part = engine.stage(fwd, cotangents, start, 0, masks)
+    bias = (bias + part).reshape(n, k)[np.arange(n), target]
+    grad = cotangents["grad"].reshape(n, k, *model.input_shape)[np.arange(n), target]
+    linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
+    dead = {
+        name: (~(fwd.activations[name] > 0) & masks[name]).reshape(n, -1).sum(1)
+        / np.maximum(kept[name], 1)
+        for name in masks
+    }
+    params = {"depth": depth, "width": width, "alpha": alpha}
+    stats = {"units_kept": kept, "dead_share": dead}
+    return Pathway(masks, target, linear, "pathwise", params, stats)
