@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from .attribution import METHODS, attribute
 from .check import CheckResult, SelfCheck, check_model, self_check
 from .engine import Linear
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
 from .forward import Forward
 from .model import Gate, MaxPoolSite, Model, load
-from .pathways import Pathway, pathwise
+from .pathways import Pathway, critical_pathway, jaccard, pathwise
 from .rewrite import PassReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
     "CheckResult",
     "Forward",
     "Gate",
@@ -26,7 +28,10 @@ __all__ = [
     "Pathway",
     "SelfCheck",
     "UnsupportedModelError",
+    "attribute",
     "check_model",
+    "critical_pathway",
+    "jaccard",
     "load",
     "pathwise",
     "self_check",

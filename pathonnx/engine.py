@@ -41,10 +41,13 @@ class _Context:
     cotangents directly. ``masked``: every gate takes a mask input (else no gate does).
     """
 
-    def __init__(self, em: Emitter, single_row: bool = False, masked: bool = True):
+    def __init__(
+        self, em: Emitter, single_row: bool = False, masked: bool = True, rule: str = "gradient"
+    ):
         self.em = em
         self.single_row = single_row
         self.masked = masked
+        self.rule = rule
 
     def _pattern(self, prefix: str, tensor: gs.Tensor, dtype=np.float32):
         return self.em.input(f"{prefix}:{tensor.name}", dtype, ["N", *sample_shape(tensor)])
@@ -113,6 +116,7 @@ def build_adjoint(
     masked: bool = True,
     start: int | None = None,
     stop: int = 0,
+    rule: str = "gradient",
 ) -> onnx.ModelProto:
     """The adjoint graph of a canonical model (see the module docstring), or one stage of it.
 
@@ -129,7 +133,7 @@ def build_adjoint(
     graph = gs.import_onnx(canonical)
     start = len(graph.nodes) if start is None else start
     em = Emitter(ADJOINT_OPSET)
-    cx = _Context(em, single_row, masked)
+    cx = _Context(em, single_row, masked, rule)
     top, bottom = start == len(graph.nodes), stop == 0
     cotangents: dict[str, list] = {}
     for tensor in live_tensors(graph, start):
@@ -237,11 +241,11 @@ class LinearEngine:
         return self._frozen_session()[0]
 
     def _adjoint_session(
-        self, single_row: bool = False, masked: bool = True, start=None, stop: int = 0
+        self, single_row=False, masked=True, start=None, stop: int = 0, rule: str = "gradient"
     ):
-        key = (single_row, masked, start, stop)
+        key = (single_row, masked, start, stop, rule)
         if key not in self._adjoint:
-            proto = build_adjoint(self.model.canonical, single_row, masked, start, stop)
+            proto = build_adjoint(self.model.canonical, single_row, masked, start, stop, rule)
             self._adjoint[key] = (proto, make_session(proto, self.model.providers))
         return self._adjoint[key]
 
@@ -252,13 +256,20 @@ class LinearEngine:
         names = {g.name for g in self.model.gates}
         return [i + 1 for i, node in enumerate(nodes) if node.output[0] in names]
 
-    def stage(self, fwd: Forward, cotangents: dict, start: int | None, stop: int,
-              masks: dict | None = None) -> tuple[dict, np.ndarray]:  # fmt: skip
+    def stage(
+        self,
+        fwd: Forward,
+        cotangents: dict,
+        start: int | None,
+        stop: int,
+        masks: dict | None = None,
+        single_row: bool = False,
+    ) -> tuple[dict, np.ndarray]:
         """Run the walk over nodes ``[stop, start)``: cotangents (rows, *shape) of the tensors live
         at ``start`` (the key ``"seed"`` for the logits) -> those live at ``stop`` (key ``"grad"``
         for the input), and the bias (rows,) met in between."""
         masks = self.masks(masks, len(fwd.x))
-        _, session = self._adjoint_session(False, True, start, stop)
+        _, session = self._adjoint_session(single_row, True, start, stop)
         feeds = self._feeds(session, fwd, masks)
         for key, value in cotangents.items():
             name = key if key == "seed" else key.replace("ct:", "upstream:", 1)
@@ -318,7 +329,8 @@ class LinearEngine:
         # (measured on VGG-16), 4 bytes each: 64 bytes per element and row.
         return max(1, int(self.memory_budget // (64 * largest * n)))
 
-    def vjp(self, fwd: Forward, seeds: np.ndarray, masks: dict | None = None):
+    def vjp(self, fwd: Forward, seeds: np.ndarray, masks: dict | None = None,
+            rule: str = "gradient"):  # fmt: skip
         """Cotangent rows through the frozen, masked map.
 
         ``seeds`` (N, R, K) -> ``grad`` (N, R, *input_shape) = seedsᵀ·W, ``bias`` (N, R) =
@@ -327,7 +339,7 @@ class LinearEngine:
         n, r, k = seeds.shape
         masks = self.masks(masks, n)
         chunk = self.rows_per_call(n)
-        _, session = self._adjoint_session(single_row=r == 1 or chunk == 1, masked=bool(masks))
+        _, session = self._adjoint_session(r == 1 or chunk == 1, bool(masks), rule=rule)
         feeds = self._feeds(session, fwd, masks)
         grads, biases = [], []
         for start in range(0, r, chunk):

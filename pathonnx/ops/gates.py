@@ -69,8 +69,14 @@ class Gate(Rule):
     def adjoint(self, node, ct, cx):
         shape = sample_shape(node.outputs[0])
         keep = self.keep(node, cx)
-        if keep is not None:
+        if self.kind == "relu" and cx.rule == "deconvnet":
+            # DeconvNet (Zeiler & Fergus 2014) passes g·[g>0], whatever the forward pattern.
+            grad = cx.em.op("Relu", [ct[0]], hint="deconv")
+        elif keep is not None:
             grad = cx.rows_where(ct[0], keep, shape)
+            if self.kind == "relu" and cx.rule == "guided":
+                # Guided backprop (Springenberg et al. 2015): g·[z>0]·[g>0].
+                grad = cx.em.op("Relu", [grad], hint="guided")
         else:
             grad = cx.rows_mul(ct[0], self.factor(node, cx), shape)
         return [grad] + [None] * (len(node.inputs) - 1)

@@ -1,0 +1,136 @@
+"""Baseline attributions against Captum (cosine ≥ 0.999), and critical pathways from the paper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zoo
+from captum.attr import (
+    Deconvolution,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    Saliency,
+)
+from oracle import GATES, TorchOracle
+
+import pathonnx
+
+ARCHS = ["vgg_bn", "resnet", "mobilenetv2", "inception"]
+TARGETS = np.array([3, 8])
+
+
+def cosine(a, b) -> np.ndarray:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+
+
+def setup(arch, exported):
+    path, module = exported(arch)
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input(arch, batch=2, seed=9)
+    oracle = TorchOracle(module)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    return model, x, oracle.module, xt
+
+
+def captum(method, xt, **kwargs) -> np.ndarray:
+    out = method.attribute(xt, target=torch.as_tensor(TARGETS), **kwargs)
+    return out.detach().numpy()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradient_baselines_match_captum(arch, exported):
+    model, x, module, xt = setup(arch, exported)
+    expected = {
+        "saliency": captum(Saliency(module), xt, abs=False),
+        "input_x_gradient": captum(InputXGradient(module), xt),
+        "integrated_gradients": captum(IntegratedGradients(module), xt, n_steps=50),
+        "guided_backprop": captum(GuidedBackprop(module), xt),
+        "deconvnet": captum(Deconvolution(module), xt),
+    }
+    for name, reference in expected.items():
+        got = pathonnx.attribute(model, x, TARGETS, method=name)
+        assert got.shape == x.shape
+        assert cosine(got, reference).min() >= 0.999, name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradcam_matches_captum(arch, exported):
+    model, x, module, xt = setup(arch, exported)
+    spatial_gates = [g for g in model.gates if len(g.shape) >= 3]
+    layers = [m for m in module.modules() if isinstance(m, GATES)]
+    # the last spatial gate is the torch activation module called at that position
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append(m)) for m in layers]
+    module(xt)
+    for h in hooks:
+        h.remove()
+    layer = calls[model.gates.index(spatial_gates[-1])]
+    cam = captum(LayerGradCam(module, layer), xt)
+    reference = LayerAttribution.interpolate(torch.tensor(cam), x.shape[2:]).numpy()
+    got = pathonnx.attribute(model, x, TARGETS, method="gradcam")
+    assert cosine(got[:, :1], reference).min() >= 0.999
+
+
+def test_smoothgrad_is_the_mean_gradient_over_its_noise(exported):
+    model, x, module, _ = setup("resnet", exported)
+    got = pathonnx.attribute(model, x, TARGETS, method="smoothgrad", samples=8, stdev=0.2, seed=3)
+    noise = np.random.default_rng(3).normal(0, 0.2, (8, *x.shape))
+    grads = []
+    for sample in noise:
+        xt = torch.tensor(x + sample, dtype=torch.float64, requires_grad=True)
+        out = module(xt)[torch.arange(2), torch.as_tensor(TARGETS)].sum()
+        grads.append(torch.autograd.grad(out, xt)[0].numpy())
+    assert cosine(got, np.mean(grads, axis=0)).min() >= 0.999
+
+
+def test_mct_critical_pathway(exported):
+    path, module = exported("vgg_bn")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("vgg_bn", batch=2, seed=2)
+    pathway = pathonnx.critical_pathway(model, x, TARGETS, sparsity=0.9)
+    # from the paper: c = |a ⊙ ∂y/∂a| over all units of all gates, kept above the 90th percentile
+    oracle = TorchOracle(module)
+    outputs = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: outputs.append(o))
+        for m in oracle.module.modules()
+        if isinstance(m, GATES)
+    ]
+    logits = oracle.module(torch.tensor(x, dtype=torch.float64, requires_grad=True))
+    for h in hooks:
+        h.remove()
+    grads = torch.autograd.grad(logits[torch.arange(2), torch.as_tensor(TARGETS)].sum(), outputs)
+    scores = [(o * g).abs().detach().numpy().reshape(2, -1) for o, g in zip(outputs, grads)]
+    threshold = np.percentile(np.concatenate(scores, axis=1), 90, axis=1)
+    kept = sum(int((pathway.masks[g.name]).sum()) for g in model.gates)
+    expected = sum(int((s > threshold[:, None]).sum()) for s in scores)
+    assert abs(kept - expected) <= 0.002 * expected
+    for gate, score in zip(model.gates, scores):
+        ref = (score > threshold[:, None]).reshape(pathway.masks[gate.name].shape)
+        assert (pathway.masks[gate.name] != ref).mean() <= 0.002
+    for share in pathway.stats["dead_share"].values():  # MCT never keeps a dead unit
+        assert (share == 0).all()
+    ordered = [pathway.masks[g.name] for g in model.gates]
+    grad = oracle.gradient(x, TARGETS, ordered)
+    assert cosine(pathway.linear.W, grad).min() >= 0.9999
+    assert pathonnx.jaccard(pathway, pathway).tolist() == [1.0, 1.0]
+
+
+def test_registry_and_errors(exported):
+    path, _ = exported("mlp")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("mlp", batch=1)
+    assert {"saliency", "integrated_gradients", "pathwise", "mct", "gradcam"} <= set(
+        pathonnx.METHODS
+    )
+    with pytest.raises(pathonnx.InputError, match="unknown method"):
+        pathonnx.attribute(model, x, method="nope")
+    with pytest.raises(pathonnx.InputError, match="takes no parameter"):
+        pathonnx.attribute(model, x, method="saliency", steps=3)
+    pathway_map = pathonnx.attribute(model, x, 0, method="pathwise", width=2)
+    assert pathway_map.shape == x.shape
