@@ -8,7 +8,7 @@ from .engine import Linear
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
 from .forward import Forward
 from .model import Gate, MaxPoolSite, Model, load
-from .pathways import Pathway, critical_pathway, jaccard, pathwise
+from .pathways import Pathway, critical_pathway, decompose, jaccard, pathwise
 from .rewrite import PassReport
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ __all__ = [
     "attribute",
     "check_model",
     "critical_pathway",
+    "decompose",
     "jaccard",
     "load",
     "pathwise",

@@ -98,11 +98,59 @@ def pathwise(
 
     ``depth``: gate tensors from the top to select in (default all); ``width``: max units per
     gate (int or a percentage like "5%"; default unlimited); ``alpha``: importance threshold
-    (default 1/K). Gates below ``depth`` stay whole.
+    (default 1/K). Gates below ``depth`` stay whole. Any target works, e.g. the true class of a
+    misclassified input.
     """
     fwd = model.forward(x)
-    n, k = len(fwd.x), model.num_outputs
+    target = fwd.prediction if target is None else model.check_target(target, len(fwd.x))
+    return _sweep(model, fwd, target, depth, width, alpha)
+
+
+def decompose(
+    model: Model,
+    x,
+    target=None,
+    paths: int = 3,
+    depth: int | None = None,
+    width: int | str | None = None,
+    alpha: float | None = None,
+) -> list[Pathway]:
+    """Decomposition into ``paths`` pathways: path m is seeded at the top gate with the unit of
+    m-th largest contribution ``h·∂logit[target]/∂h``, and Algorithm 1 continues below it. Their
+    attribution maps show the input's distinct components. Returns one Pathway per path."""
+    fwd = model.forward(x)
+    n = len(fwd.x)
     target = fwd.prediction if target is None else model.check_target(target, n)
+    top = model.gates[-1]
+    if not 1 <= int(paths) <= top.units:
+        raise InputError(f"paths {paths} must be between 1 and {top.units} (the top gate's units)")
+    grads = gate_cotangents(model, fwd, target, upto=1)[top.name].reshape(n, -1)
+    contribution = fwd.activations[top.name].reshape(n, -1) * grads
+    seeds = np.argsort(-contribution, axis=1, kind="stable")[:, : int(paths)]  # (N, M)
+    # Every (sample, path) pair becomes one sample of a batch of N·M, so all paths run at once.
+    many = model.forward(np.repeat(fwd.x, int(paths), axis=0))
+    forced = np.zeros((n * int(paths), top.units), bool)
+    forced[np.arange(n * int(paths)), seeds.reshape(-1)] = True
+    pathway = _sweep(
+        model, many, np.repeat(target, int(paths)), depth, width, alpha,
+        forced=forced.reshape(-1, *top.shape),
+    )  # fmt: skip
+    return [_take(pathway, slice(m, None, int(paths))) for m in range(int(paths))]
+
+
+def _take(pathway: Pathway, rows: slice) -> Pathway:
+    """The pathway restricted to some samples of its batch."""
+    linear = pathway.linear
+    pick = Linear(linear.W[rows], linear.b[rows], linear.target[rows], linear.logits[rows])
+    stats = {key: {g: v[rows] for g, v in value.items()} for key, value in pathway.stats.items()}
+    masks = {g: m[rows] for g, m in pathway.masks.items()}
+    return Pathway(masks, pathway.target[rows], pick, pathway.method, pathway.params, stats)
+
+
+def _sweep(model, fwd, target, depth, width, alpha, forced=None) -> Pathway:
+    """Algorithm 1 as one K-row sweep, cut after each visited gate. ``forced``: the top gate's
+    mask, given instead of selected (decomposition seeds)."""
+    n, k = len(fwd.x), model.num_outputs
     gates = model.gates
     depth = len(gates) if depth is None else int(depth)
     if not 1 <= depth <= len(gates):
@@ -116,34 +164,43 @@ def pathwise(
         gate = gates[index]
         cotangents, part = engine.stage(fwd, cotangents, start, cuts[index], masks)
         bias, start = bias + part, cuts[index]
-        ct = cotangents[f"ct:{gate.name}"].reshape(n, k, gate.units)
-        h = fwd.activations[gate.name].reshape(n, gate.units)
-        mask = select_units(_importance(h, ct, target), _width(width, gate.units), alpha)
+        if forced is not None and index == len(gates) - 1:
+            mask = forced.reshape(n, gate.units)
+        else:
+            ct = cotangents[f"ct:{gate.name}"].reshape(n, k, gate.units)
+            h = fwd.activations[gate.name].reshape(n, gate.units)
+            mask = select_units(_importance(h, ct, target), _width(width, gate.units), alpha)
         masks[gate.name] = mask.reshape(n, *gate.shape)
         kept[gate.name] = mask.sum(axis=1)
     cotangents, part = engine.stage(fwd, cotangents, start, 0, masks)
     bias = (bias + part).reshape(n, k)[np.arange(n), target]
     grad = cotangents["grad"].reshape(n, k, *model.input_shape)[np.arange(n), target]
     linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
-    dead = {
-        name: (~(fwd.activations[name] > 0) & masks[name]).reshape(n, -1).sum(1)
-        / np.maximum(kept[name], 1)
-        for name in masks
-    }
     params = {"depth": depth, "width": width, "alpha": alpha}
-    stats = {"units_kept": kept, "dead_share": dead}
+    stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept)}
     return Pathway(masks, target, linear, "pathwise", params, stats)
 
 
-def gate_cotangents(model: Model, fwd, target: np.ndarray) -> dict[str, np.ndarray]:
-    """∂logit[target]/∂h at every gate output (N, *gate.shape), from one backward walk cut after
-    each gate (no masks)."""
+def _dead_share(fwd, masks: dict, kept: dict) -> dict:
+    """Per gate and sample: the share of kept units that were inactive (h ≤ 0) at x."""
+    return {
+        name: (~(fwd.activations[name] > 0) & mask).reshape(len(mask), -1).sum(1)
+        / np.maximum(kept[name], 1)
+        for name, mask in masks.items()
+    }
+
+
+def gate_cotangents(
+    model: Model, fwd, target: np.ndarray, upto: int | None = None
+) -> dict[str, np.ndarray]:
+    """∂logit[target]/∂h at every gate output (N, *gate.shape), or at the ``upto`` top gates,
+    from one backward walk cut after each gate (no masks)."""
     n, k = len(fwd.x), model.num_outputs
     seeds = np.zeros((n, k), np.float32)
     seeds[np.arange(n), target] = 1.0
     engine, cotangents, start, out = model.engine, {"seed": seeds}, None, {}
     cuts = engine.gate_cuts()
-    for gate, cut in zip(reversed(model.gates), reversed(cuts)):
+    for gate, cut in list(zip(reversed(model.gates), reversed(cuts)))[:upto]:
         cotangents, _ = engine.stage(fwd, cotangents, start, cut, single_row=True)
         out[gate.name], start = cotangents[f"ct:{gate.name}"], cut
     return out
@@ -176,12 +233,8 @@ def critical_pathway(
     }
     linear = model.engine.linearize(fwd.x, target, masks, fwd=fwd)
     kept = {name: m.reshape(n, -1).sum(1) for name, m in masks.items()}
-    dead = {
-        name: (~(fwd.activations[name] > 0) & m).reshape(n, -1).sum(1) / np.maximum(kept[name], 1)
-        for name, m in masks.items()
-    }
-    params = {"sparsity": float(sparsity)}
-    return Pathway(masks, target, linear, method, params, {"units_kept": kept, "dead_share": dead})
+    stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept)}
+    return Pathway(masks, target, linear, method, {"sparsity": float(sparsity)}, stats)
 
 
 def jaccard(a: Pathway, b: Pathway) -> np.ndarray:

@@ -138,7 +138,9 @@ class TorchOracle:
                 h.remove()
 
 
-def pathwise_reference(oracle: TorchOracle, x, target, depth=None, width=None, alpha=None):
+def pathwise_reference(
+    oracle: TorchOracle, x, target, depth=None, width=None, alpha=None, forced_top=None
+):
     """Algorithm 1 of the pathwise paper as its public code runs it: at every gate from the top,
     the K-row Jacobian of the logits w.r.t. the gate's output is recomputed from scratch (K
     backward passes) through the upper gates, masked with the units already chosen."""
@@ -152,7 +154,11 @@ def pathwise_reference(oracle: TorchOracle, x, target, depth=None, width=None, a
     depth = gates if depth is None else depth
     alpha = 1.0 / k if alpha is None else alpha
     masks: list = [None] * gates
+    if forced_top is not None:  # decomposition: the top gate's mask is given
+        masks[-1] = forced_top
     for level in range(gates - 1, gates - 1 - depth, -1):
+        if level == gates - 1 and forced_top is not None:
+            continue
         outputs = []
 
         def hook(module, inputs, output, outputs=outputs):
