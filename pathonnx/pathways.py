@@ -73,17 +73,25 @@ def select_units(importance: np.ndarray, width: int, alpha: float) -> np.ndarray
     return mask
 
 
-def _importance(h: np.ndarray, ct: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """softmax over the K outputs of h·∂logit/∂h, at the target: (N, units).
+def _importance(h: np.ndarray, ct: np.ndarray, row: np.ndarray, valid=None) -> np.ndarray:
+    """softmax over the rows (classes) of h·∂logit/∂h, at each sample's ``row``: (N, units).
 
+    ``ct`` is (N, R, units); rows where ``valid`` (N, R) is False are left out of the softmax.
     In float64: a unit with no contribution scores exactly 1/K, which must not pass alpha = 1/K
-    (in float32, 1/K rounds up for K = 10 and dead units would be kept).
+    (in float32, 1/K rounds up for K = 10 and dead units would be kept). Units are taken in
+    chunks so that the float64 work stays near 1 GiB.
     """
-    contribution = h[:, None, :].astype(np.float64) * ct  # (N, K, units)
-    contribution -= contribution.max(axis=1, keepdims=True)
-    np.exp(contribution, out=contribution)
-    picked = contribution[np.arange(len(target)), target]
-    return picked / contribution.sum(axis=1)
+    n, r, units = ct.shape
+    out = np.empty((n, units))
+    step = max(1, (1 << 27) // (n * r))
+    for lo in range(0, units, step):
+        part = h[:, None, lo : lo + step].astype(np.float64) * ct[:, :, lo : lo + step]
+        if valid is not None:
+            part[~valid] = -np.inf
+        part -= part.max(axis=1, keepdims=True)
+        np.exp(part, out=part)
+        out[:, lo : lo + step] = part[np.arange(n), row] / part.sum(axis=1)
+    return out
 
 
 def pathwise(
@@ -93,6 +101,7 @@ def pathwise(
     depth: int | None = None,
     width: int | str | None = None,
     alpha: float | None = None,
+    classes: int | None = None,
 ) -> Pathway:
     """The pathwise explanation of ``x`` (N, *input_shape) for ``target`` (default: the argmax).
 
@@ -100,10 +109,16 @@ def pathwise(
     gate (int or a percentage like "5%"; default unlimited); ``alpha``: importance threshold
     (default 1/K). Gates below ``depth`` stay whole. Any target works, e.g. the true class of a
     misclassified input.
+
+    ``classes=k`` is an explicit approximation for many classes: the softmax runs over the k
+    highest logits plus the target instead of all K outputs, so the sweep carries k (or k + 1)
+    rows instead of K. Dropping classes only shrinks the softmax's denominator, so importances
+    can only grow: with the same ``alpha`` the approximation keeps the exact selection's units
+    and possibly more.
     """
     fwd = model.forward(x)
     target = fwd.prediction if target is None else model.check_target(target, len(fwd.x))
-    return _sweep(model, fwd, target, depth, width, alpha)
+    return _sweep(model, fwd, target, depth, width, alpha, classes=classes)
 
 
 def decompose(
@@ -147,9 +162,25 @@ def _take(pathway: Pathway, rows: slice) -> Pathway:
     return Pathway(masks, pathway.target[rows], pick, pathway.method, pathway.params, stats)
 
 
-def _sweep(model, fwd, target, depth, width, alpha, forced=None) -> Pathway:
+def _rows(logits: np.ndarray, target: np.ndarray, classes: int | None):
+    """The classes each sample's sweep carries: (N, R) class indices, which of them count
+    (N, R), and the row of the target (N,). All K, or the ``classes`` top logits + the target."""
+    n, k = logits.shape
+    if classes is None or int(classes) >= k:
+        return np.broadcast_to(np.arange(k), (n, k)), None, target
+    if int(classes) < 1:
+        raise InputError(f"classes {classes} must be a positive number of classes")
+    order = np.argsort(-logits, axis=1, kind="stable")[:, : int(classes)]
+    chosen = np.concatenate([order, target[:, None]], axis=1)  # R = classes + 1
+    valid = np.ones(chosen.shape, bool)
+    valid[:, -1] = ~(order == target[:, None]).any(axis=1)  # target already among the top
+    row = np.where(valid[:, -1], int(classes), (order == target[:, None]).argmax(axis=1))
+    return chosen, valid, row
+
+
+def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -> Pathway:
     """Algorithm 1 as one K-row sweep, cut after each visited gate. ``forced``: the top gate's
-    mask, given instead of selected (decomposition seeds)."""
+    mask, given instead of selected (decomposition seeds). ``classes``: see :func:`pathwise`."""
     n, k = len(fwd.x), model.num_outputs
     gates = model.gates
     depth = len(gates) if depth is None else int(depth)
@@ -158,8 +189,13 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None) -> Pathway:
     alpha = 1.0 / k if alpha is None else float(alpha)
     engine = model.engine
     cuts = engine.gate_cuts()
-    rows = np.broadcast_to(np.eye(k, dtype=np.float32), (n, k, k)).reshape(n * k, k)
-    cotangents, start, bias, masks, kept = {"seed": rows}, None, 0.0, {}, {}
+    chosen, valid, row = _rows(fwd.logits, target, classes)
+    r = chosen.shape[1]
+    seeds = np.zeros((n, r, k), np.float32)
+    seeds[np.arange(n)[:, None], np.arange(r)[None], chosen] = 1.0
+    if valid is not None:
+        seeds[~valid] = 0.0
+    cotangents, start, bias, masks, kept = {"seed": seeds.reshape(n * r, k)}, None, 0.0, {}, {}
     for index in range(len(gates) - 1, len(gates) - 1 - depth, -1):
         gate = gates[index]
         cotangents, part = engine.stage(fwd, cotangents, start, cuts[index], masks)
@@ -167,16 +203,17 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None) -> Pathway:
         if forced is not None and index == len(gates) - 1:
             mask = forced.reshape(n, gate.units)
         else:
-            ct = cotangents[f"ct:{gate.name}"].reshape(n, k, gate.units)
+            ct = cotangents[f"ct:{gate.name}"].reshape(n, r, gate.units)
             h = fwd.activations[gate.name].reshape(n, gate.units)
-            mask = select_units(_importance(h, ct, target), _width(width, gate.units), alpha)
+            importance = _importance(h, ct, row, valid)
+            mask = select_units(importance, _width(width, gate.units), alpha)
         masks[gate.name] = mask.reshape(n, *gate.shape)
         kept[gate.name] = mask.sum(axis=1)
     cotangents, part = engine.stage(fwd, cotangents, start, 0, masks)
-    bias = (bias + part).reshape(n, k)[np.arange(n), target]
-    grad = cotangents["grad"].reshape(n, k, *model.input_shape)[np.arange(n), target]
+    bias = (bias + part).reshape(n, r)[np.arange(n), row]
+    grad = cotangents["grad"].reshape(n, r, *model.input_shape)[np.arange(n), row]
     linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
-    params = {"depth": depth, "width": width, "alpha": alpha}
+    params = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}
     stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept)}
     return Pathway(masks, target, linear, "pathwise", params, stats)
 
