@@ -209,9 +209,13 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
             mask = select_units(importance, _width(width, gate.units), alpha)
         masks[gate.name] = mask.reshape(n, *gate.shape)
         kept[gate.name] = mask.sum(axis=1)
-    cotangents, part = engine.stage(fwd, cotangents, start, 0, masks)
-    bias = (bias + part).reshape(n, r)[np.arange(n), row]
-    grad = cotangents["grad"].reshape(n, r, *model.input_shape)[np.arange(n), row]
+    # Below the last visited gate only the target's row matters: carry that one row.
+    picked = np.arange(n) * r + row
+    cotangents = {name: value[picked] for name, value in cotangents.items()}
+    bias = np.asarray(bias).reshape(n * r)[picked]
+    cotangents, part = engine.stage(fwd, cotangents, start, 0, masks, single_row=True)
+    bias = bias + part
+    grad = cotangents["grad"]
     linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
     params = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}
     stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept)}
