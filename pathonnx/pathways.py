@@ -63,13 +63,22 @@ def select_units(importance: np.ndarray, width: int, alpha: float) -> np.ndarray
     """Algorithm 1's choice at one gate, per sample: importance (N, units) -> mask (N, units).
 
     Units in descending importance (ties: lower flat index first); the first ``width``; of those
-    the ones above ``alpha``; the single most important when none is.
+    the ones above ``alpha``; the single most important when none is. No full sort: the first
+    ``width`` are the units above the width-th largest value, plus the lowest-indexed ties.
     """
-    order = np.argsort(-importance, axis=1, kind="stable")[:, :width]
-    chosen = np.take_along_axis(importance, order, axis=1) > alpha
-    chosen[:, 0] |= ~chosen.any(axis=1)
-    mask = np.zeros(importance.shape, bool)
-    np.put_along_axis(mask, order, chosen, axis=1)
+    n, units = importance.shape
+    alpha = importance.dtype.type(alpha)  # compare in the importance's own precision
+    mask = importance > alpha
+    if width < units:
+        for i in range(n):
+            row = importance[i]
+            bound = -np.partition(-row, width - 1)[width - 1]  # the width-th largest value
+            above = row > bound
+            ties = np.flatnonzero(row == bound)[: width - int(above.sum())]
+            above[ties] = True
+            mask[i] &= above
+    empty = ~mask.any(axis=1)
+    mask[np.flatnonzero(empty), importance[empty].argmax(axis=1)] = True  # first of the maxima
     return mask
 
 
@@ -77,15 +86,15 @@ def _importance(h: np.ndarray, ct: np.ndarray, row: np.ndarray, valid=None) -> n
     """softmax over the rows (classes) of h·∂logit/∂h, at each sample's ``row``: (N, units).
 
     ``ct`` is (N, R, units); rows where ``valid`` (N, R) is False are left out of the softmax.
-    In float64: a unit with no contribution scores exactly 1/K, which must not pass alpha = 1/K
-    (in float32, 1/K rounds up for K = 10 and dead units would be kept). Units are taken in
-    chunks so that the float64 work stays near 1 GiB.
+    In float32, like the engine; :func:`select_units` compares with alpha in float32 too, so a
+    unit with no contribution (score exactly 1/K) never passes alpha = 1/K. Units are taken in
+    chunks so that the work stays near 512 MiB.
     """
     n, r, units = ct.shape
-    out = np.empty((n, units))
+    out = np.empty((n, units), np.float32)
     step = max(1, (1 << 27) // (n * r))
     for lo in range(0, units, step):
-        part = h[:, None, lo : lo + step].astype(np.float64) * ct[:, :, lo : lo + step]
+        part = h[:, None, lo : lo + step] * ct[:, :, lo : lo + step]
         if valid is not None:
             part[~valid] = -np.inf
         part -= part.max(axis=1, keepdims=True)
