@@ -33,24 +33,34 @@ SETTINGS = {
 }
 
 
+def masked_forward(module, relus, x: torch.Tensor, masks: list):
+    """Forward pass whose ReLU outputs pass gradients only through their mask (when set).
+
+    Returns the input (requiring grad), the logits and every ReLU output, in call order."""
+    outputs = []
+
+    def hook(module, inputs, output):
+        index = len(outputs)
+        outputs.append(output)
+        if masks[index] is not None:
+            output.register_hook(lambda g, m=masks[index]: g * m)
+
+    handles = [r.register_forward_hook(hook) for r in relus]
+    try:
+        xg = x.detach().requires_grad_(True)  # parameters are frozen
+        return xg, module(xg), outputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def torch_pathwise(module, relus, x: torch.Tensor, target: int, depth=None, width=None):
     """Algorithm 1, recomputing the K-row Jacobian at every gate (float32, as the public code)."""
     k = 10
     masks = [None] * len(relus)
     depth = len(relus) if depth is None else depth
     for level in range(len(relus) - 1, len(relus) - 1 - depth, -1):
-        outputs = []
-
-        def hook(module, inputs, output, outputs=outputs):
-            index = len(outputs)
-            outputs.append(output)
-            if masks[index] is not None:
-                output.register_hook(lambda g, m=masks[index]: g * m)
-
-        handles = [r.register_forward_hook(hook) for r in relus]
-        logits = module(x.detach().requires_grad_(True))  # parameters are frozen
-        for h in handles:
-            h.remove()
+        _, logits, outputs = masked_forward(module, relus, x, masks)
         h = outputs[level]
         rows = [torch.autograd.grad(logits[0, c], h, retain_graph=True)[0] for c in range(k)]
         contribution = (torch.stack(rows, 1) * h.detach()[:, None]).reshape(k, -1)
@@ -61,20 +71,8 @@ def torch_pathwise(module, relus, x: torch.Tensor, target: int, depth=None, widt
         mask[chosen if len(chosen) else order[:1]] = 1.0
         masks[level] = mask.reshape(h.shape)
     # and the pathway's gradient W^p, as pathonnx returns it
-    outputs = []
-
-    def hook(module, inputs, output, outputs=outputs):
-        index = len(outputs)
-        outputs.append(output)
-        if masks[index] is not None:
-            output.register_hook(lambda g, m=masks[index]: g * m)
-
-    handles = [r.register_forward_hook(hook) for r in relus]
-    xg = x.detach().requires_grad_(True)
-    logits = module(xg)
-    for h in handles:
-        h.remove()
-    (grad,) = torch.autograd.grad(logits[0, target], xg)
+    xg, logits, _ = masked_forward(module, relus, x, masks)
+    torch.autograd.grad(logits[0, target], xg)
     return masks
 
 
