@@ -169,3 +169,9 @@ def pathwise_attribution(model, x, target, depth, width, alpha):
 def mct(model, x, target, sparsity):
     """NeuronMCT critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
     return critical_pathway(model, x, target, "mct", sparsity).linear.W
+
+
+@register("intgrad", kind="pathway", sparsity=0.9, steps=50)
+def intgrad(model, x, target, sparsity, steps):
+    """NeuronIntGrad critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
+    return critical_pathway(model, x, target, "intgrad", sparsity, steps).linear.W

@@ -110,6 +110,33 @@ def live_tensors(graph: gs.Graph, cut: int) -> list[gs.Tensor]:
     return [t for t in made if t.name in read]
 
 
+def build_suffix(canonical: onnx.ModelProto, cut: int) -> onnx.ModelProto:
+    """The network above ``cut``: its inputs are the tensors live there, its outputs the logits
+    and the frozen pattern (gate outputs, LeakyRelu/PRelu inputs, argmaxes) made above it."""
+    graph = gs.import_onnx(canonical)
+    live = live_tensors(graph, cut)
+    for tensor in live:
+        tensor.shape = ["N", *sample_shape(tensor)]
+        tensor.dtype = np.float32
+    above = {t.name for node in graph.nodes[cut:] for t in node.outputs}
+    outputs = [graph.outputs[0]] + [t for t in graph.outputs[1:] if t.name in above]
+    suffix = gs.Graph(nodes=graph.nodes[cut:], inputs=live, outputs=outputs, opset=graph.opset)
+    proto = gs.export_onnx(suffix, do_type_check=False)
+    proto.ir_version = canonical.ir_version
+    return proto
+
+
+def with_outputs(canonical: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the canonical model that also outputs the named intermediate tensors."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(canonical)
+    have = {o.name for o in proto.graph.output}
+    for name in names:
+        if name not in have:
+            proto.graph.output.add(name=name).type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return proto
+
+
 def build_adjoint(
     canonical: onnx.ModelProto,
     single_row: bool = False,
