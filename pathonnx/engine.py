@@ -276,6 +276,22 @@ class LinearEngine:
             self._adjoint[key] = (proto, make_session(proto, self.model.providers))
         return self._adjoint[key]
 
+    def suffix_session(self, cut: int):
+        """Session of the network above ``cut`` (see :func:`build_suffix`), built once."""
+        key = ("suffix", cut)
+        if key not in self._adjoint:
+            proto = build_suffix(self.model.canonical, cut)
+            self._adjoint[key] = (proto, make_session(proto, self.model.providers))
+        return self._adjoint[key][1]
+
+    def values_session(self, names: tuple[str, ...]):
+        """Session of the model that also outputs the named intermediate tensors, built once."""
+        key = ("values", names)
+        if key not in self._adjoint:
+            proto = with_outputs(self.model.canonical, list(names))
+            self._adjoint[key] = (proto, make_session(proto, self.model.providers))
+        return self._adjoint[key][1]
+
     def gate_cuts(self) -> list[int]:
         """Positions in node order right after each gate: where a staged walk can stop to act
         on the cotangent at that gate's output (in the order of :attr:`Model.gates`)."""

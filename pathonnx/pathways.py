@@ -18,9 +18,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
-from .engine import Linear
+from .engine import Linear, live_tensors
 from .errors import InputError
+from .forward import Forward
 from .model import Model
 
 
@@ -311,10 +313,9 @@ def jaccard(a: Pathway, b: Pathway) -> np.ndarray:
 def _intgrad_scores(model: Model, x: np.ndarray, target: np.ndarray, steps: int, batch: int):
     """NeuronIntGrad scores, gate by gate: |a ⊙ (1/m) Σ_k ∂y(α_k a)/∂a| with the network above
     each gate re-evaluated on the scaled activations (α on a midpoint grid of m steps)."""
-    import onnx_graphsurgeon as gs
 
-    from .engine import build_suffix, live_tensors, with_outputs
-    from .forward import Forward, make_session
+    from .engine import with_outputs
+    from .forward import make_session
 
     engine, n, k = model.engine, len(x), model.num_outputs
     graph = gs.import_onnx(model.canonical)
@@ -333,7 +334,7 @@ def _intgrad_scores(model: Model, x: np.ndarray, target: np.ndarray, steps: int,
     alphas = (np.arange(steps) + 0.5) / steps
     scores = {}
     for gate, cut in zip(model.gates, cuts):
-        suffix = make_session(build_suffix(model.canonical, cut), model.providers)
+        suffix = engine.suffix_session(cut)
         outputs = [o.name for o in suffix.get_outputs()]
         mean = np.zeros((n, *gate.shape), np.float64)
         for lo in range(0, steps, batch):
