@@ -153,6 +153,15 @@ def vgg16_pathwise_head(
     return _seeded(lambda: VGG(num_classes, (256, 64), batch_norm, input_size, 0.0), seed)
 
 
+def frozen_pathwise_vgg(input_size: int = 224, seed: int = 0) -> tuple[VGG, list[nn.ReLU]]:
+    """The pathwise paper's VGG-16 with parameters frozen, and its ReLU modules in call order
+    (the torch references of the pathway benchmarks hook them)."""
+    module = vgg16_pathwise_head(num_classes=10, input_size=input_size, seed=seed)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module, [m for m in module.modules() if isinstance(m, nn.ReLU)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Initialisation and export
 

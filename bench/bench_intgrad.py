@@ -58,10 +58,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     print(f"bench_intgrad: {machine()}")
     print(f"VGG-16 + 25088-256-64-10 head, {args.size}x{args.size}, batch 1, {args.steps} steps")
-    module = archs.vgg16_pathwise_head(num_classes=10, input_size=args.size)
-    for p in module.parameters():
-        p.requires_grad_(False)
-    relus = [m for m in module.modules() if isinstance(m, torch.nn.ReLU)]
+    module, relus = archs.frozen_pathwise_vgg(args.size)
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "vgg16_pathwise.onnx"

@@ -255,8 +255,14 @@ class LinearEngine:
 
     def __init__(self, model):
         self.model = model
-        self._adjoint: dict[tuple, tuple] = {}
-        self._frozen = None
+        self._sessions: dict[tuple, tuple] = {}
+
+    def _cached(self, key: tuple, build):
+        """(graph, onnxruntime session) for ``key``, built by ``build()`` on first use."""
+        if key not in self._sessions:
+            proto = build()
+            self._sessions[key] = (proto, make_session(proto, self.model.providers))
+        return self._sessions[key]
 
     @property
     def adjoint_graph(self) -> onnx.ModelProto:
@@ -270,27 +276,22 @@ class LinearEngine:
     def _adjoint_session(
         self, single_row=False, masked=True, start=None, stop: int = 0, rule: str = "gradient"
     ):
-        key = (single_row, masked, start, stop, rule)
-        if key not in self._adjoint:
-            proto = build_adjoint(self.model.canonical, single_row, masked, start, stop, rule)
-            self._adjoint[key] = (proto, make_session(proto, self.model.providers))
-        return self._adjoint[key]
+        return self._cached(
+            ("adjoint", single_row, masked, start, stop, rule),
+            lambda: build_adjoint(self.model.canonical, single_row, masked, start, stop, rule),
+        )
+
+    def _frozen_session(self):
+        return self._cached(("frozen",), lambda: build_frozen(self.model.canonical))
 
     def suffix_session(self, cut: int):
         """Session of the network above ``cut`` (see :func:`build_suffix`), built once."""
-        key = ("suffix", cut)
-        if key not in self._adjoint:
-            proto = build_suffix(self.model.canonical, cut)
-            self._adjoint[key] = (proto, make_session(proto, self.model.providers))
-        return self._adjoint[key][1]
+        return self._cached(("suffix", cut), lambda: build_suffix(self.model.canonical, cut))[1]
 
     def values_session(self, names: tuple[str, ...]):
         """Session of the model that also outputs the named intermediate tensors, built once."""
-        key = ("values", names)
-        if key not in self._adjoint:
-            proto = with_outputs(self.model.canonical, list(names))
-            self._adjoint[key] = (proto, make_session(proto, self.model.providers))
-        return self._adjoint[key][1]
+        build = lambda: with_outputs(self.model.canonical, list(names))  # noqa: E731
+        return self._cached(("values", names), build)[1]
 
     def gate_cuts(self) -> list[int]:
         """Positions in node order right after each gate: where a staged walk can stop to act
@@ -320,12 +321,6 @@ class LinearEngine:
         names = [o.name for o in session.get_outputs()]
         values = dict(zip(names, session.run(names, feeds)))
         return {k: v for k, v in values.items() if k != "bias"}, values["bias"]
-
-    def _frozen_session(self):
-        if self._frozen is None:
-            proto = build_frozen(self.model.canonical)
-            self._frozen = (proto, make_session(proto, self.model.providers))
-        return self._frozen
 
     # -- inputs -----------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from .errors import InputError, UnsupportedModelError
 from .forward import Forward, as_batch, make_session, providers_for
 from .load import LoadedModel, load_model
 from .ops import GATE_KINDS
-from .rewrite import Canonical, PassReport, argmax_name, canonicalize
+from .rewrite import Canonical, PassReport, canonicalize
 
 
 @dataclass(frozen=True)
@@ -236,4 +236,4 @@ def load(
     return Model(loaded, canonicalize(loaded, name), device)
 
 
-__all__ = ["Gate", "MaxPoolSite", "Model", "argmax_name", "load"]
+__all__ = ["Gate", "MaxPoolSite", "Model", "load"]

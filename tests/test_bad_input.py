@@ -36,6 +36,12 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+def _save(folder: Path, name: str, model: onnx.ModelProto) -> Path:
+    path = folder / name
+    onnx.save(model, path)
+    return path
+
+
 def _truncated(folder: Path) -> Path:
     data = mlp().SerializeToString()
     path = folder / "truncated.onnx"
@@ -74,9 +80,7 @@ def _unsupported_op(folder: Path) -> Path:
         }}""",
         w=rand(4, 3),
     )
-    path = folder / "sigmoid.onnx"
-    onnx.save(model, path)
-    return path
+    return _save(folder, "sigmoid.onnx", model)
 
 
 def _two_inputs(folder: Path) -> Path:
@@ -86,9 +90,7 @@ def _two_inputs(folder: Path) -> Path:
             y = Add(x, z)
         }}"""
     )
-    path = folder / "two_inputs.onnx"
-    onnx.save(model, path)
-    return path
+    return _save(folder, "two_inputs.onnx", model)
 
 
 def _int_input(folder: Path) -> Path:
@@ -98,9 +100,7 @@ def _int_input(folder: Path) -> Path:
             y = Cast <to = 1> (x)
         }}"""
     )
-    path = folder / "int_input.onnx"
-    onnx.save(model, path)
-    return path
+    return _save(folder, "int_input.onnx", model)
 
 
 def _dynamic_size(folder: Path) -> Path:
@@ -110,9 +110,7 @@ def _dynamic_size(folder: Path) -> Path:
             y = Relu(x)
         }}"""
     )
-    path = folder / "dynamic.onnx"
-    onnx.save(model, path)
-    return path
+    return _save(folder, "dynamic.onnx", model)
 
 
 CASES = {

@@ -77,10 +77,6 @@ def constant_value(tensor: gs.Tensor):
     return None
 
 
-def is_data(tensor: gs.Tensor) -> bool:
-    return isinstance(tensor, gs.Variable) and tensor.name != ""
-
-
 def consumers(tensor: gs.Tensor, graph: gs.Graph) -> int:
     """How many node inputs and graph outputs read this tensor."""
     return len(tensor.outputs) + sum(1 for out in graph.outputs if out is tensor)

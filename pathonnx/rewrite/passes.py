@@ -10,7 +10,8 @@ import onnxruntime as ort
 from onnx import shape_inference
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from .base import PassReport, constant_value, consumers, is_data, node_label, rewrite_pass
+from ..ops._base import is_data
+from .base import PassReport, constant_value, consumers, node_label, rewrite_pass
 
 # graphsurgeon warns about every constant it cannot fold; the pass reports list what matters.
 G_LOGGER.severity = G_LOGGER.ERROR
