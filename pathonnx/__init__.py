@@ -9,6 +9,7 @@ from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelE
 from .forward import Forward
 from .model import Gate, MaxPoolSite, Model, load
 from .pathways import Pathway, critical_pathway, decompose, jaccard, pathwise
+from .pruning import pruned_pathway
 from .rewrite import PassReport
 
 __version__ = "0.1.0"
@@ -35,5 +36,6 @@ __all__ = [
     "jaccard",
     "load",
     "pathwise",
+    "pruned_pathway",
     "self_check",
 ]

@@ -7,6 +7,7 @@ ONNX graph, the *adjoint graph*, built once per model from the per-op rules of
     inputs   seed (rows, K)                  cotangent rows at the logits, sample-major
              h:<gate>, z:<gate>              the gate's output / input at x (the pattern)
              mask:<gate>                     1 keeps a unit, 0 removes it (broadcastable)
+             scale:<gate>                    or, in the scaled variant, a float per unit
              argmax:<pool>                   each max-pool's argmax at x
     outputs  grad (rows, *input_shape)       seedᵀ·W, through the kept units only
              bias (rows,)                    seedᵀ·b, every constant met on the way down
@@ -38,16 +39,23 @@ class _Context:
     """What the op rules read while a graph is built: the emitter and the pattern inputs.
 
     ``single_row``: one cotangent row per sample (rows = N), so per-sample tensors multiply
-    cotangents directly. ``masked``: every gate takes a mask input (else no gate does).
+    cotangents directly. ``masked``: every gate takes a mask input (else no gate does);
+    ``scaled``: that input is a float scale per unit (``scale:<gate>``) instead of a boolean.
     """
 
     def __init__(
-        self, em: Emitter, single_row: bool = False, masked: bool = True, rule: str = "gradient"
+        self,
+        em: Emitter,
+        single_row: bool = False,
+        masked: bool = True,
+        rule: str = "gradient",
+        scaled: bool = False,
     ):
         self.em = em
         self.single_row = single_row
-        self.masked = masked
+        self.masked = masked or scaled
         self.rule = rule
+        self.scaled = scaled
 
     def _pattern(self, prefix: str, tensor: gs.Tensor, dtype=np.float32):
         return self.em.input(f"{prefix}:{tensor.name}", dtype, ["N", *sample_shape(tensor)])
@@ -64,8 +72,9 @@ class _Context:
         if not self.masked:
             return None
         rank = len(sample_shape(node.outputs[0])) + 1
-        name = f"mask:{node.outputs[0].name}"
-        return self.em.input(name, np.bool_, [f"{name}_{i}" for i in range(rank)])
+        name = f"{'scale' if self.scaled else 'mask'}:{node.outputs[0].name}"
+        dtype = np.float32 if self.scaled else np.bool_
+        return self.em.input(name, dtype, [f"{name}_{i}" for i in range(rank)])
 
     def argmax(self, node: gs.Node):
         return self._pattern("argmax", node.outputs[0], np.int64)
@@ -144,11 +153,13 @@ def build_adjoint(
     start: int | None = None,
     stop: int = 0,
     rule: str = "gradient",
+    scaled: bool = False,
 ) -> onnx.ModelProto:
     """The adjoint graph of a canonical model (see the module docstring), or one stage of it.
 
     Specialized variants: ``single_row`` for one cotangent row per sample (rows = N), and
     ``masked=False`` for the unmasked map (no mask inputs); each skips work the general graph does.
+    ``scaled``: float ``scale:<gate>`` inputs multiply each gate instead of boolean masks.
 
     Stages: the walk over nodes ``[stop, start)`` (positions in node order, default the whole
     graph) takes the cotangents ``upstream:<name>`` of the tensors live at ``start`` and returns
@@ -160,7 +171,7 @@ def build_adjoint(
     graph = gs.import_onnx(canonical)
     start = len(graph.nodes) if start is None else start
     em = Emitter(ADJOINT_OPSET)
-    cx = _Context(em, single_row, masked, rule)
+    cx = _Context(em, single_row, masked, rule, scaled)
     top, bottom = start == len(graph.nodes), stop == 0
     cotangents: dict[str, list] = {}
     for tensor in live_tensors(graph, start):
@@ -195,6 +206,35 @@ def build_adjoint(
     bias = em.op("Identity", [bias], hint="bias")
     bias.name = "bias"
     return em.graph([*outputs, bias], "pathonnx_adjoint")
+
+
+def build_scaled(canonical: onnx.ModelProto, gates: list[str]) -> onnx.ModelProto:
+    """The network with each gate's output multiplied by a float input ``scale:<gate>``
+    (broadcastable to (N, *gate.shape)) before anything reads it: the forward pass of pruning
+    baselines, whose masks and gates change the activation pattern above them. It still outputs
+    the pattern: each gate's own output (before its scale), the argmaxes, and the gate inputs
+    (the scaled tensor where a gate reads another gate)."""
+    graph = gs.import_onnx(canonical)
+    names, scaled = set(gates), {}
+    for node in list(graph.nodes):
+        out = node.outputs[0]
+        if out.name not in names:
+            continue
+        rank = len(sample_shape(out)) + 1
+        scale = gs.Variable(f"scale:{out.name}", np.float32, [f"s{i}" for i in range(rank)])
+        graph.inputs.append(scale)
+        scaled[out.name] = gs.Variable(f"{out.name}__scaled", np.float32, out.shape)
+        readers = [n for n in graph.nodes if out in n.inputs]
+        graph.nodes.append(gs.Node("Mul", f"{out.name}__scale", inputs=[out, scale],
+                                   outputs=[scaled[out.name]]))  # fmt: skip
+        for reader in readers:
+            reader.inputs = [scaled[out.name] if t is out else t for t in reader.inputs]
+    pre = [n.inputs[0] for n in graph.nodes if n.op in ("LeakyRelu", "PRelu")]
+    graph.outputs += [t for t in scaled.values() if t in pre]
+    graph.toposort()
+    proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = canonical.ir_version
+    return proto
 
 
 def build_frozen(canonical: onnx.ModelProto) -> onnx.ModelProto:
@@ -274,15 +314,52 @@ class LinearEngine:
         return self._frozen_session()[0]
 
     def _adjoint_session(
-        self, single_row=False, masked=True, start=None, stop: int = 0, rule: str = "gradient"
+        self,
+        single_row=False,
+        masked=True,
+        start=None,
+        stop: int = 0,
+        rule: str = "gradient",
+        scaled: bool = False,
     ):
+        canonical = self.model.canonical
         return self._cached(
-            ("adjoint", single_row, masked, start, stop, rule),
-            lambda: build_adjoint(self.model.canonical, single_row, masked, start, stop, rule),
+            ("adjoint", single_row, masked, start, stop, rule, scaled),
+            lambda: build_adjoint(canonical, single_row, masked, start, stop, rule, scaled),
         )
 
     def _frozen_session(self):
         return self._cached(("frozen",), lambda: build_frozen(self.model.canonical))
+
+    def scaled_forward(self, x: np.ndarray, scales: dict[str, np.ndarray]) -> Forward:
+        """The forward pass with each gate's output multiplied by ``scales[gate]`` (float,
+        broadcastable to (N, *gate.shape); 1 where not given): logits and activation pattern of
+        that network. The pattern's ``activations`` are the gate outputs before their scale."""
+        model = self.model
+        names = [g.name for g in model.gates]
+        _, session = self._cached(("scaled",), lambda: build_scaled(model.canonical, names))
+        x = np.ascontiguousarray(x, np.float32)
+        feeds = {model.input_name: x}
+        for info in session.get_inputs()[1:]:
+            value = scales.get(info.name.partition(":")[2])
+            feeds[info.name] = np.ascontiguousarray(
+                np.ones((1,) * len(info.shape)) if value is None else value, np.float32
+            )
+        outputs = [o.name for o in session.get_outputs()]
+        values = dict(zip(outputs, session.run(outputs, feeds)))
+        values[model.input_name] = x
+        pre = [g for g in model.gates if g.kind in ("leaky_relu", "prelu")]
+
+        def reads(g):  # a gate reading another gate reads it scaled
+            return values.get(f"{g.input}__scaled", values.get(g.input))
+
+        return Forward(
+            x=x,
+            logits=values[model.logits_name],
+            activations={g.name: values[g.name] for g in model.gates},
+            preactivations={g.name: reads(g) for g in pre},
+            argmax={m.name: values[m.argmax] for m in model.maxpools},
+        )
 
     def suffix_session(self, cut: int):
         """Session of the network above ``cut`` (see :func:`build_suffix`), built once."""
@@ -308,13 +385,16 @@ class LinearEngine:
         stop: int,
         masks: dict | None = None,
         single_row: bool = False,
+        scales: dict | None = None,
     ) -> tuple[dict, np.ndarray]:
         """Run the walk over nodes ``[stop, start)``: cotangents (rows, *shape) of the tensors live
         at ``start`` (the key ``"seed"`` for the logits) -> those live at ``stop`` (key ``"grad"``
-        for the input), and the bias (rows,) met in between."""
+        for the input), and the bias (rows,) met in between. ``scales`` (gate name -> float
+        (N, *gate.shape)) multiply the gates instead of boolean ``masks``."""
         masks = self.masks(masks, len(fwd.x))
-        _, session = self._adjoint_session(single_row, True, start, stop)
-        feeds = self._feeds(session, fwd, masks)
+        scaled = scales is not None
+        _, session = self._adjoint_session(single_row, True, start, stop, scaled=scaled)
+        feeds = self._feeds(session, fwd, masks, scales)
         for key, value in cotangents.items():
             name = key if key == "seed" else key.replace("ct:", "upstream:", 1)
             feeds[name] = np.ascontiguousarray(value, np.float32)
@@ -344,7 +424,7 @@ class LinearEngine:
             out[name] = mask.astype(bool)
         return out
 
-    def _feeds(self, session, fwd: Forward, masks: dict[str, np.ndarray]) -> dict:
+    def _feeds(self, session, fwd: Forward, masks: dict[str, np.ndarray], scales=None) -> dict:
         feeds = {}
         for info in session.get_inputs():
             kind, _, name = info.name.partition(":")
@@ -357,6 +437,11 @@ class LinearEngine:
             elif kind == "mask":
                 rank = len(info.shape)
                 feeds[info.name] = masks.get(name, np.ones((1,) * rank, bool))
+            elif kind == "scale":
+                value = (scales or {}).get(name)
+                if value is None:
+                    value = np.ones((1,) * len(info.shape), np.float32)
+                feeds[info.name] = np.ascontiguousarray(value, np.float32)
         return feeds
 
     # -- running ----------------------------------------------------------------------------------

@@ -84,25 +84,46 @@ def select_units(importance: np.ndarray, width: int, alpha: float) -> np.ndarray
     return mask
 
 
-def _importance(h: np.ndarray, ct: np.ndarray, row: np.ndarray, valid=None) -> np.ndarray:
-    """softmax over the rows (classes) of h·∂logit/∂h, at each sample's ``row``: (N, units).
+class _Importance:
+    """Algorithm 1's score at one gate, ``softmax_c(h·∂logit_c/∂h)[target]`` (N, units), built
+    from chunks of rows (classes) so that all K rows never need to be in memory at once.
 
-    ``ct`` is (N, R, units); rows where ``valid`` (N, R) is False are left out of the softmax.
-    In float32, like the engine; :func:`select_units` compares with alpha in float32 too, so a
-    unit with no contribution (score exactly 1/K) never passes alpha = 1/K. Units are taken in
-    chunks so that the work stays near 512 MiB.
+    Per unit it keeps the running maximum over the rows seen, the running sum of exponentials
+    relative to it, and the target row's score. In float32, like the engine; with a single chunk
+    it is exactly the plain softmax. :func:`select_units` compares with alpha in float32 too, so
+    a unit with no contribution (score exactly 1/K) never passes alpha = 1/K.
     """
-    n, r, units = ct.shape
-    out = np.empty((n, units), np.float32)
-    step = max(1, (1 << 27) // (n * r))
-    for lo in range(0, units, step):
-        part = h[:, None, lo : lo + step] * ct[:, :, lo : lo + step]
-        if valid is not None:
-            part[~valid] = -np.inf
-        part -= part.max(axis=1, keepdims=True)
-        np.exp(part, out=part)
-        out[:, lo : lo + step] = part[np.arange(n), row] / part.sum(axis=1)
-    return out
+
+    def __init__(self, h: np.ndarray, row: np.ndarray, valid=None):
+        self.h, self.row, self.valid = h, row, valid
+        n, units = h.shape
+        self.top = np.full((n, units), -np.inf, np.float32)
+        self.total = np.zeros((n, units), np.float32)
+        self.mine = np.full((n, units), -np.inf, np.float32)
+
+    def add(self, ct: np.ndarray, lo: int) -> None:
+        """Rows ``lo .. lo + R`` of the cotangent at the gate, ``ct`` (N, R, units)."""
+        n, r, units = ct.shape
+        step = max(1, (1 << 27) // (n * r))  # about 512 MiB of work at a time
+        rows = np.arange(n)
+        here = (self.row >= lo) & (self.row < lo + r)
+        for a in range(0, units, step):
+            b = min(units, a + step)
+            part = self.h[:, None, a:b] * ct[:, :, a:b]
+            if self.valid is not None:
+                part[~self.valid[:, lo : lo + r]] = -np.inf
+            top = np.maximum(self.top[:, a:b], part.max(axis=1))
+            finite = np.isfinite(top)
+            shift = np.where(finite, top, 0)[:, None]
+            self.mine[here, a:b] = part[rows[here], self.row[here] - lo]
+            part -= shift
+            np.exp(part, out=part)
+            rescale = np.exp(np.where(finite, self.top[:, a:b] - shift[:, 0], 0))
+            self.total[:, a:b] = self.total[:, a:b] * rescale + part.sum(axis=1)
+            self.top[:, a:b] = top
+
+    def result(self) -> np.ndarray:
+        return np.exp(self.mine - self.top) / self.total
 
 
 def pathwise(
@@ -206,31 +227,80 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     seeds[np.arange(n)[:, None], np.arange(r)[None], chosen] = 1.0
     if valid is not None:
         seeds[~valid] = 0.0
-    cotangents, start, bias, masks, kept = {"seed": seeds.reshape(n * r, k)}, None, 0.0, {}, {}
+    sweep = _RowStore(engine, fwd, {"seed": seeds.reshape(n * r, k)}, None, np.zeros(n * r), r)
+    masks, kept = {}, {}
     for index in range(len(gates) - 1, len(gates) - 1 - depth, -1):
         gate = gates[index]
-        cotangents, part = engine.stage(fwd, cotangents, start, cuts[index], masks)
-        bias, start = bias + part, cuts[index]
         if forced is not None and index == len(gates) - 1:
+            for _ in sweep.advance(cuts[index], masks):
+                pass  # seeded, not selected: the walk only moves the store down
             mask = forced.reshape(n, gate.units)
         else:
-            ct = cotangents[f"ct:{gate.name}"].reshape(n, r, gate.units)
             h = fwd.activations[gate.name].reshape(n, gate.units)
-            importance = _importance(h, ct, row, valid)
-            mask = select_units(importance, _width(width, gate.units), alpha)
+            score = _Importance(h, row, valid)
+            for lo, values in sweep.advance(cuts[index], masks):
+                score.add(values[f"ct:{gate.name}"].reshape(n, -1, gate.units), lo)
+            mask = select_units(score.result(), _width(width, gate.units), alpha)
         masks[gate.name] = mask.reshape(n, *gate.shape)
         kept[gate.name] = mask.sum(axis=1)
     # Below the last visited gate only the target's row matters: carry that one row.
-    picked = np.arange(n) * r + row
-    cotangents = {name: value[picked] for name, value in cotangents.items()}
-    bias = np.asarray(bias).reshape(n * r)[picked]
-    cotangents, part = engine.stage(fwd, cotangents, start, 0, masks, single_row=True)
+    cotangents, bias = sweep.rows(row)
+    cotangents, part = engine.stage(fwd, cotangents, sweep.start, 0, masks, single_row=True)
     bias = bias + part
     grad = cotangents["grad"]
     linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
     params = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}
     stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept)}
     return Pathway(masks, target, linear, "pathwise", params, stats)
+
+
+class _RowStore:
+    """The K-row cotangents of the sweep at its last stored cut, and the walk below it.
+
+    :meth:`advance` walks the rows, in chunks, from the stored cut down to the next one, and
+    yields each chunk's cotangents there. The result is stored, and becomes the start of the next
+    walk, only while it fits :attr:`LinearEngine.memory_budget`; otherwise the store stays
+    where it is and the next walk starts from it again, through the masks fixed meanwhile (more
+    work, bounded memory). That is what runs a 1000-class VGG-16 at 224×224, whose bottom gates
+    hold 3.2 million units per row.
+    """
+
+    def __init__(self, engine, fwd, cotangents: dict, start, bias: np.ndarray, rows: int):
+        self.engine, self.fwd, self.n, self.r = engine, fwd, len(fwd.x), rows
+        self.cotangents, self.start, self.bias = cotangents, start, bias
+
+    def advance(self, stop: int, masks: dict):
+        n, r = self.n, self.r
+        chunk = min(r, self.engine.rows_per_call(n))
+        kept, biases, fits = {}, [], True
+        for lo in range(0, r, chunk):
+            part = {
+                key: value.reshape(n, r, *value.shape[1:])[:, lo : lo + chunk].reshape(
+                    -1, *value.shape[1:]
+                )
+                for key, value in self.cotangents.items()
+            }
+            values, bias = self.engine.stage(self.fwd, part, self.start, stop, masks)
+            yield lo, values
+            if lo == 0:
+                per_row = sum(v.nbytes for v in values.values()) / (n * min(chunk, r))
+                fits = per_row * n * r <= self.engine.memory_budget
+            if fits:
+                for key, value in values.items():
+                    kept.setdefault(key, []).append(value.reshape(n, -1, *value.shape[1:]))
+                biases.append(bias.reshape(n, -1))
+        if fits:
+            self.cotangents = {
+                key: np.concatenate(parts, axis=1).reshape(n * r, *parts[0].shape[2:])
+                for key, parts in kept.items()
+            }
+            self.bias = self.bias + np.concatenate(biases, axis=1).reshape(n * r)
+            self.start = stop
+
+    def rows(self, row: np.ndarray) -> tuple[dict, np.ndarray]:
+        """The stored cotangents and bias of one row per sample (its index in 0..R-1)."""
+        picked = np.arange(self.n) * self.r + row
+        return {k: v[picked] for k, v in self.cotangents.items()}, self.bias[picked]
 
 
 def _dead_share(fwd, masks: dict, kept: dict) -> dict:
@@ -243,17 +313,29 @@ def _dead_share(fwd, masks: dict, kept: dict) -> dict:
 
 
 def gate_cotangents(
-    model: Model, fwd, target: np.ndarray, upto: int | None = None
+    model: Model,
+    fwd,
+    target: np.ndarray | None = None,
+    upto: int | None = None,
+    *,
+    seeds: np.ndarray | None = None,
+    masks: dict | None = None,
+    scales: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """∂logit[target]/∂h at every gate output (N, *gate.shape), or at the ``upto`` top gates,
-    from one backward walk cut after each gate (no masks)."""
+    from one backward walk cut after each gate, at ``fwd``'s pattern. ``seeds`` (N, K) replace
+    the target's one-hot row (e.g. a loss's gradient at the logits); ``masks`` or ``scales``
+    act on the gates as in :meth:`LinearEngine.stage`."""
     n, k = len(fwd.x), model.num_outputs
-    seeds = np.zeros((n, k), np.float32)
-    seeds[np.arange(n), target] = 1.0
+    if seeds is None:
+        seeds = np.zeros((n, k), np.float32)
+        seeds[np.arange(n), target] = 1.0
     engine, cotangents, start, out = model.engine, {"seed": seeds}, None, {}
     cuts = engine.gate_cuts()
     for gate, cut in list(zip(reversed(model.gates), reversed(cuts)))[:upto]:
-        cotangents, _ = engine.stage(fwd, cotangents, start, cut, single_row=True)
+        cotangents, _ = engine.stage(
+            fwd, cotangents, start, cut, masks, single_row=True, scales=scales
+        )
         out[gate.name], start = cotangents[f"ct:{gate.name}"], cut
     return out
 

@@ -190,3 +190,90 @@ def pathwise_reference(
             mask[i, chosen if len(chosen) else top[:1]] = True
         masks[level] = mask.reshape(h.shape).numpy()
     return masks
+
+
+def _gated_run(oracle: TorchOracle, x64: torch.Tensor, factors: list | None = None):
+    """Logits of the network whose gate i's output is multiplied by ``factors[i]``, and each
+    gate's output before and after its factor (the latter keep their autograd graph)."""
+    before, after = [], []
+
+    def hook(module, inputs, output):
+        index = len(before)
+        before.append(output.detach())
+        scaled = output if factors is None else output * factors[index]
+        after.append(scaled)
+        return scaled
+
+    handles = oracle._hook_all(hook)
+    try:
+        logits = oracle.module(x64)
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, before, after
+
+
+def greedy_pruning_reference(oracle: TorchOracle, x, target, sparsity: float, rounds: int):
+    """Khakzar et al. 2021, Algorithm 1 (pathological greedy pruning), from the paper: scores
+    s = |a ⊙ ∂y/∂a| on the pruned network, removal of the lowest units with s ≠ 0, rounds on a
+    geometric schedule from the starting count of units with s ≠ 0 down to κ. Returns the
+    per-gate boolean pathways (units kept with s ≠ 0), flattened per sample."""
+    x64 = torch.tensor(x, dtype=torch.float64)
+    n, target = len(x), torch.as_tensor(np.asarray(target))
+    _, before, _ = _gated_run(oracle, x64)
+    sizes = [b[0].numel() for b in before]
+    budget = max(1, int(np.floor((1 - sparsity) * sum(sizes))))
+    keep = [torch.ones((n, size), dtype=torch.bool) for size in sizes]
+    first = None
+    for step in range(4 * rounds + 1):
+        factors = [k.reshape(b.shape).to(torch.float64) for k, b in zip(keep, before)]
+        logits, _, after = _gated_run(oracle, x64.clone().requires_grad_(True), factors)
+        y = logits[torch.arange(n), target].sum()
+        grads = torch.autograd.grad(y, after)
+        score = torch.cat([(a.detach() * g).abs().reshape(n, -1) for a, g in zip(after, grads)], 1)
+        alive = torch.cat(keep, 1) & (score != 0)
+        count = alive.sum(1)
+        first = count.clone() if first is None else first
+        if bool((count <= budget).all()) or step == 4 * rounds:
+            break
+        ratio = (budget / first.clamp(min=1).double()) ** (1.0 / rounds)
+        goal = torch.clamp(torch.floor(first.double() * ratio ** (step + 1)), min=budget).long()
+        flat = torch.cat(keep, 1)
+        for i in range(n):
+            if count[i] <= budget:
+                continue
+            drop = max(1, int(count[i] - goal[i]))
+            candidates = torch.nonzero(alive[i]).flatten()
+            order = torch.sort(score[i, candidates], stable=True).indices[:drop]
+            flat[i, candidates[order]] = False
+        keep = list(torch.split(flat, sizes, dim=1))
+    return [part.numpy() for part in torch.split(alive, sizes, dim=1)]
+
+
+def dgr_reference(oracle, x, init, steps: int, lr: float, gamma: float, uniform=None):
+    """Distillation Guided Routing (Wang et al. 2018) as Khakzar et al. 2021 state it (Eq. 3):
+    float gates λ ≥ 0 per unit, Adam on CE(p(x), p(x; λ)) + γ Σ λ, projected onto λ ≥ 0.
+    ``uniform``: the starting gates (a list per gate) when not a constant. Returns the final
+    gates, flattened per sample."""
+    x64 = torch.tensor(x, dtype=torch.float64)
+    n = len(x)
+    with torch.no_grad():
+        teacher = torch.softmax(oracle.module(x64), 1)
+        _, before, _ = _gated_run(oracle, x64)
+    if uniform is not None:
+        lam = [torch.tensor(u).double().reshape(b.shape) for u, b in zip(uniform, before)]
+    else:
+        lam = [torch.full_like(b, float(init)) for b in before]
+    for p in lam:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(lam, lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        logits, _, _ = _gated_run(oracle, x64, lam)
+        loss = -(teacher * torch.log_softmax(logits, 1)).sum() + gamma * sum(p.sum() for p in lam)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for p in lam:
+                p.clamp_(min=0.0)
+    return [p.detach().reshape(n, -1).numpy() for p in lam]

@@ -138,3 +138,20 @@ def test_classes_approximation_agrees_with_the_exact_selection(exported):
     assert agreement[9] >= 0.85 and agreement[6] >= 0.7 and agreement[3] >= 0.4, agreement
     all_k = pathonnx.pathwise(model, x, target, depth=4, width=16, classes=10)
     assert all(np.array_equal(all_k.masks[g], exact.masks[g]) for g in exact.masks)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vgg_bn"])
+def test_sweep_under_a_tiny_memory_budget_gives_the_same_pathway(arch, exported):
+    # A budget of one byte walks one row at a time and never stores the rows at a cut, so
+    # every gate's rows are recomputed from the top through the masks fixed so far.
+    path, _ = exported(arch)
+    x = zoo.example_input(arch, batch=2, seed=7)
+    model = pathonnx.load(path, device="cpu")
+    whole = pathonnx.pathwise(model, x, width=8)
+    model.engine.memory_budget = 1
+    chunked = pathonnx.pathwise(model, x, width=8)
+    assert whole.masks.keys() == chunked.masks.keys()
+    for name, mask in whole.masks.items():
+        assert (mask != chunked.masks[name]).mean() <= 0.001, name
+    np.testing.assert_allclose(chunked.linear.W, whole.linear.W, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(chunked.linear.b, whole.linear.b, rtol=1e-4, atol=1e-5)

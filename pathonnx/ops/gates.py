@@ -3,6 +3,8 @@
 At the pattern of x each gate is ``h = slope·z + offset``: ReLU slope ``[z>0]``; Clip(lo, hi)
 slope ``[lo<z<hi]`` and offset ``lo·[z≤lo] + hi·[z≥hi]``; LeakyRelu/PRelu slope 1 or a. A unit
 outside the pathway's mask passes nothing: its slope and offset are multiplied by the mask.
+In the *scaled* variant the mask is a float per unit instead (the per-unit gates of pruning
+baselines such as DGR): slope and offset are multiplied by it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Gate(Rule):
     def keep(self, node: gs.Node, cx):
         """passes AND mask (bool), built once per gate and graph; None for non-0/1 slopes."""
 
+        if cx.scaled:
+            return None  # a float scale multiplies: see factor
+
         def make():
             passes, mask = self.passes(node, cx), cx.mask(node)
             if passes is None or mask is None:
@@ -47,9 +52,16 @@ class Gate(Rule):
         return cx.em.cached(self._key(node, "keep"), make)
 
     def factor(self, node: gs.Node, cx):
-        """slope · mask (float) for gates whose slope is not 0/1."""
+        """slope · mask (float) for gates whose slope is not 0/1, and for every gate when the
+        mask is a float scale."""
 
         def make():
+            em = cx.em
+            if cx.scaled:
+                passes, scale = self.passes(node, cx), cx.mask(node)
+                if passes is not None:
+                    return em.op("Where", [passes, scale, em.const(np.float32(0))], hint="factor")
+                return em.op("Mul", [self.slope(node, cx), scale], hint="factor")
             slope, mask = self.slope(node, cx), cx.mask(node)
             if mask is None:
                 return slope
@@ -62,6 +74,8 @@ class Gate(Rule):
             offset, mask = self.offset(node, cx), cx.mask(node)
             if offset is None or mask is None:
                 return offset
+            if cx.scaled:
+                return cx.em.op("Mul", [offset, mask], hint="offset")
             return cx.em.op("Where", [mask, offset, cx.em.const(np.float32(0))], hint="offset")
 
         return cx.em.cached(self._key(node, "offset"), make)
