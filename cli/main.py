@@ -12,6 +12,7 @@ import click
 import pathonnx
 from pathonnx.errors import InputError, PathonnxError
 
+from .explain_cmd import explain_options, run_explain
 from .render import check_text, inspect_text, report_text
 
 
@@ -94,11 +95,45 @@ def main(ctx, debug):
 
     \b
     Examples:
+      pathonnx explain                      # the shipped default sample
+      pathonnx explain model.onnx photo.jpg --preset imagenet
       pathonnx check sample_models/*.onnx
       pathonnx inspect sample_models/shapes_vgg.onnx
       pathonnx rewrite model.onnx -o model.canonical.onnx
     """
     ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, type=click.Path())
+@explain_options
+@common_model_options
+@click.pass_context
+def explain(ctx, model, images, **opts):
+    """Explain what MODEL saw in each IMAGE: a picture and a report per input.
+
+    IMAGE: image files (PNG, JPEG, BMP, TIFF; 8/16-bit, grey, RGB, RGBA), folders (searched
+    recursively) or .npy arrays already in the model's input space. With no MODEL and no IMAGE
+    it explains the shipped default sample.
+
+    Writes OUT/<name>.png (input, attribution overlay, one panel per path and per compared
+    method, top predictions), OUT/<name>.json (prediction, target, method, per-path statistics,
+    completeness error of the exact linear model, timings, preprocessing), OUT/<name>.npz (the
+    arrays) and, for several inputs, OUT/index.html.
+
+    Preprocessing: flags, then --preset, then the model's pathonnx.preprocess metadata, then a
+    default from the input shape (pixels in [0, 1]; a note says so). Explanations are of the
+    logits: a trailing Softmax is removed.
+
+    \b
+    Examples:
+      pathonnx explain
+      pathonnx explain sample_models/shapes_vgg.onnx sample_models/images --paths 3
+      pathonnx explain model.onnx photo.jpg --preset imagenet --target tabby --json
+      pathonnx explain model.onnx scans/ --method intgrad --compare saliency,gradcam
+    """
+    run_explain(ctx, model, images, **opts)
 
 
 @main.command()

@@ -23,13 +23,16 @@ from .pathways import critical_pathway, gate_cotangents, pathwise
 
 @dataclass(frozen=True)
 class Method:
-    """A registered attribution method: ``run(model, x, target, **params)`` -> array like x."""
+    """A registered attribution method: ``run(model, x, target, **params)`` -> array like x.
+    Pathway methods also have ``pathway(model, x, target, **params)`` -> :class:`Pathway`."""
 
     name: str
     kind: str
     run: Callable
     defaults: dict = field(default_factory=dict)
     summary: str = ""
+    pathway: Callable | None = None
+    from_pathway: Callable | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -46,9 +49,26 @@ def register(name: str, kind: str = "baseline", **defaults):
     return wrap
 
 
-def attribute(model: Model, x, target=None, method: str = "saliency", **params) -> np.ndarray:
-    """Attribution of ``x`` (N, *input_shape) for ``target`` (default: the prediction) by any
-    registered ``method`` (see ``pathonnx.METHODS``); returns an array shaped like x."""
+def register_pathway(name: str, attribution: str, **defaults):
+    """Register a pathway method: ``select`` returns its Pathway; its attribution is the
+    pathway's ``W^p ⊙ x`` (``attribution="product"``) or its gradient ``W^p`` ("gradient")."""
+
+    def wrap(select: Callable) -> Callable:
+        def from_pathway(pathway, x):
+            return pathway.attribution(x) if attribution == "product" else pathway.linear.W
+
+        def run(model, x, target, **params):
+            return from_pathway(select(model, x, target, **params), x)
+
+        summary = (select.__doc__ or "").strip().splitlines()[0] if select.__doc__ else ""
+        METHODS[name] = Method(name, "pathway", run, defaults, summary, select, from_pathway)
+        return select
+
+    return wrap
+
+
+def method_params(method: str, params: dict) -> dict:
+    """``params`` checked against ``method``'s, completed with its defaults."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(sorted(METHODS))}")
     entry = METHODS[method]
@@ -58,11 +78,18 @@ def attribute(model: Model, x, target=None, method: str = "saliency", **params) 
             f"method {method!r} takes no parameter {', '.join(sorted(unknown))}; "
             f"it takes {', '.join(entry.defaults) or 'none'}"
         )
+    return {**entry.defaults, **params}
+
+
+def attribute(model: Model, x, target=None, method: str = "saliency", **params) -> np.ndarray:
+    """Attribution of ``x`` (N, *input_shape) for ``target`` (default: the prediction) by any
+    registered ``method`` (see ``pathonnx.METHODS``); returns an array shaped like x."""
+    params = method_params(method, params)
     x = as_batch(x, model.input_shape)
     if target is None:
         target = model.forward(x).prediction
     target = model.check_target(target, len(x))
-    return entry.run(model, x, target, **{**entry.defaults, **params})
+    return METHODS[method].run(model, x, target, **params)
 
 
 def _gradients(model: Model, x: np.ndarray, target: np.ndarray, rule: str = "gradient"):
@@ -159,19 +186,19 @@ def gradcam(model, x, target, gate):
     return np.broadcast_to(up[:, None], x.shape).astype(np.float32)
 
 
-@register("pathwise", kind="pathway", depth=None, width=None, alpha=None)
-def pathwise_attribution(model, x, target, depth, width, alpha):
+@register_pathway("pathwise", "product", depth=None, width=None, alpha=None)
+def pathwise_pathway(model, x, target, depth, width, alpha):
     """Pathwise explanation: the pathway's W^p ⊙ x (arXiv:2506.18037, Algorithm 1)."""
-    return pathwise(model, x, target, depth, width, alpha).attribution(x)
+    return pathwise(model, x, target, depth, width, alpha)
 
 
-@register("mct", kind="pathway", sparsity=0.9)
+@register_pathway("mct", "gradient", sparsity=0.9)
 def mct(model, x, target, sparsity):
     """NeuronMCT critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
-    return critical_pathway(model, x, target, "mct", sparsity).linear.W
+    return critical_pathway(model, x, target, "mct", sparsity)
 
 
-@register("intgrad", kind="pathway", sparsity=0.9, steps=50)
+@register_pathway("intgrad", "gradient", sparsity=0.9, steps=50)
 def intgrad(model, x, target, sparsity, steps):
     """NeuronIntGrad critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
-    return critical_pathway(model, x, target, "intgrad", sparsity, steps).linear.W
+    return critical_pathway(model, x, target, "intgrad", sparsity, steps)

@@ -1,0 +1,387 @@
+"""Stage 7, explanations: one object per input that the CLI renders and the API returns.
+
+:func:`explain` runs a registered method (default: pathwise) on images or arrays, optionally
+decomposes the pathway into paths and runs baselines beside it, and returns
+:class:`Explanation` objects: the prediction, the attribution(s), per-path statistics, the
+completeness error of the exact linear model, timings, and the preprocessing used. Inputs are
+batched through onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .attribution import METHODS, method_params
+from .errors import InputError
+from .forward import as_batch
+from .images import Loaded, Preprocess, load_inputs, resolve_preprocess
+from .io import atomic_write_bytes
+from .model import Model, load
+from .pathways import Pathway, decompose
+
+
+@dataclass(frozen=True)
+class PathSummary:
+    """One pathway of an explanation: its attribution (shaped like one input), units kept per
+    gate, ``W^p·x``, ``b^p`` and the share of the target logit they make, ``(W^p·x + b^p) /
+    logit``. ``seed`` is the top gate's unit a decomposed path starts from."""
+
+    attribution: np.ndarray
+    units_kept: dict[str, int]
+    dead_share: dict[str, float]
+    wx: float
+    bias: float
+    logit_share: float
+    seed: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "seed_unit": self.seed,
+            "wx": self.wx,
+            "bias": self.bias,
+            "path_logit": self.wx + self.bias,
+            "logit_share": self.logit_share,
+            "units_kept": self.units_kept,
+            "units_kept_total": int(sum(self.units_kept.values())),
+            "dead_share": self.dead_share,
+        }
+
+
+@dataclass
+class Explanation:
+    """Why the model said what it said about one input (see :func:`explain`)."""
+
+    model: str
+    model_sha256: str
+    source: str
+    x: np.ndarray
+    image: np.ndarray | None
+    preprocess: dict | None
+    labels: list[str]
+    logits: np.ndarray
+    prediction: int
+    target: int
+    method: str
+    params: dict
+    attribution: np.ndarray
+    pathway: PathSummary | None = None
+    paths: list[PathSummary] = field(default_factory=list)
+    compare: dict[str, np.ndarray] = field(default_factory=dict)
+    completeness_error: float = float("nan")
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        z = self.logits.astype(np.float64) - self.logits.max()
+        e = np.exp(z)
+        return e / e.sum()
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if index < len(self.labels) else str(index)
+
+    def top_k(self, k: int = 5) -> list[dict]:
+        order = np.argsort(-self.logits, kind="stable")[:k]
+        p = self.probabilities
+        return [
+            {"index": int(i), "label": self.label(int(i)), "probability": float(p[i]),
+             "logit": float(self.logits[i])}
+            for i in order
+        ]  # fmt: skip
+
+    @property
+    def stem(self) -> str:
+        """A file name for this input's outputs, from its source."""
+        name = Path(self.source.split("[")[0]).stem or "input"
+        if "[" in self.source:
+            name += "_" + self.source.rsplit("[", 1)[1].rstrip("]")
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+    def to_dict(self) -> dict:
+        p = self.probabilities
+        return {
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "input": self.source,
+            "preprocess": self.preprocess,
+            "explains": "the logits (a trailing Softmax is removed)",
+            "prediction": {"index": self.prediction, "label": self.label(self.prediction),
+                           "probability": float(p[self.prediction])},
+            "target": {"index": self.target, "label": self.label(self.target),
+                       "probability": float(p[self.target]),
+                       "logit": float(self.logits[self.target])},
+            "top_k": self.top_k(),
+            "method": self.method,
+            "params": self.params,
+            "attribution_sum": float(self.attribution.sum()),
+            "pathway": None if self.pathway is None else self.pathway.to_dict(),
+            "paths": [path.to_dict() for path in self.paths],
+            "compare": sorted(self.compare),
+            "completeness_error": self.completeness_error,
+            "timings_s": self.timings,
+            "notes": self.notes,
+        }  # fmt: skip
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_plain)
+
+    def picture(self):
+        """The explanation as a PIL image (what ``save`` writes as PNG)."""
+        from .pictures import compose
+
+        return compose(self)
+
+    def figure(self):
+        """The explanation as a matplotlib Figure (needs matplotlib)."""
+        from .pictures import figure
+
+        return figure(self)
+
+    def save(self, folder, stem: str | None = None) -> list[Path]:
+        """Write ``<stem>.png`` (the picture), ``<stem>.json`` (the report) and ``<stem>.npz``
+        (the attribution arrays) into ``folder``, each atomically. Returns the paths. ``stem``
+        defaults to the input's file name."""
+        import io
+
+        folder, stem = Path(folder), stem or self.stem
+        png = io.BytesIO()
+        self.picture().save(png, format="PNG")
+        arrays = io.BytesIO()
+        np.savez_compressed(
+            arrays, attribution=self.attribution, x=self.x,
+            **{f"path_{i + 1}": p.attribution for i, p in enumerate(self.paths)},
+            **{f"compare_{k}": v for k, v in self.compare.items()},
+        )  # fmt: skip
+        return [
+            atomic_write_bytes(folder / f"{stem}.png", png.getvalue()),
+            atomic_write_bytes(folder / f"{stem}.json", self.to_json().encode()),
+            atomic_write_bytes(folder / f"{stem}.npz", arrays.getvalue()),
+        ]
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def model_labels(model: Model, labels=None) -> list[str]:
+    """Class names: ``labels`` (a list, or a file with one per line or a JSON list), else the
+    model's ``pathonnx.labels`` metadata, else the indices."""
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: cannot read the labels file ({err})") from None
+        try:
+            labels = json.loads(text)
+        except ValueError:
+            labels = [line.strip() for line in text.splitlines() if line.strip()]
+    elif labels is None and "pathonnx.labels" in model.metadata:
+        try:
+            labels = json.loads(model.metadata["pathonnx.labels"])
+        except ValueError:
+            labels = None
+    labels = [str(v) for v in labels] if isinstance(labels, list) else []
+    if labels and len(labels) != model.num_outputs:
+        raise InputError(
+            f"{len(labels)} labels given but the model has {model.num_outputs} outputs; give "
+            "one label per output"
+        )
+    return labels or [str(i) for i in range(model.num_outputs)]
+
+
+def target_index(target, labels: list[str], num_outputs: int):
+    """A target given as an index or a label name -> the index (None stays None)."""
+    if target is None or isinstance(target, (int, np.integer)):
+        return target
+    text = str(target)
+    if text in labels:
+        return labels.index(text)
+    try:
+        return int(text)
+    except ValueError:
+        shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
+        raise InputError(
+            f"target {text!r} is neither a class index (0..{num_outputs - 1}) nor a label ({shown})"
+        ) from None
+
+
+def explain(
+    model,
+    inputs,
+    method: str = "pathwise",
+    target=None,
+    paths: int | None = None,
+    compare=(),
+    preprocess: Preprocess | dict | None = None,
+    labels=None,
+    batch: int = 16,
+    **params,
+):
+    """Explain ``inputs`` with ``method`` (any name in ``pathonnx.METHODS``; default pathwise,
+    with ``depth``, ``width``, ``alpha``). Returns one :class:`Explanation`, or a list when
+    ``inputs`` holds several.
+
+    ``model``: a :class:`Model` or a path. ``inputs``: an image path, a .npy path, a list of
+    them, or an array (one sample ``(*input_shape)`` or a batch). ``target``: index or label
+    name (default: the prediction). ``paths=M`` also decomposes the pathwise pathway into M
+    paths. ``compare``: baseline method names run beside it. ``preprocess``: a
+    :class:`Preprocess` or a dict of its fields (default: the model's metadata, else a default
+    from its input shape). ``labels``: a list or a file (default: the model's metadata).
+    """
+    model = model if isinstance(model, Model) else load(model)
+    single = False
+    if isinstance(inputs, (str, Path)):
+        inputs, single = [inputs], True
+    if isinstance(inputs, np.ndarray):
+        single = tuple(inputs.shape) == tuple(model.input_shape)
+        array = as_batch(inputs[None] if single else inputs, model.input_shape)
+        loaded = [Loaded(array[i], None, f"array[{i}]") for i in range(len(array))]
+        single = single or len(array) == 1
+    else:
+        pre = preprocess
+        if not isinstance(pre, Preprocess):
+            pre = image_preprocess(model, **(pre or {}))
+        loaded = [item for path in inputs for item in load_inputs(path, pre, model.input_shape)]
+        single = single and len(loaded) == 1
+        preprocess = pre
+    out = explain_loaded(
+        model, loaded, method, target, paths, compare,
+        preprocess if isinstance(preprocess, Preprocess) else None, labels, batch, **params,
+    )  # fmt: skip
+    return out[0] if single else out
+
+
+def image_preprocess(model: Model, preset: str | None = None, **given) -> Preprocess | None:
+    """The preprocessing of images for ``model`` (None when its input is not image-like)."""
+    try:
+        return resolve_preprocess(model.input_shape, model.metadata, preset, **given)
+    except InputError:
+        if preset is None and not given:
+            return None
+        raise
+
+
+def explain_loaded(
+    model: Model,
+    loaded: list[Loaded],
+    method: str = "pathwise",
+    target=None,
+    paths: int | None = None,
+    compare=(),
+    preprocess: Preprocess | None = None,
+    labels=None,
+    batch: int = 16,
+    progress=None,
+    **params,
+) -> list[Explanation]:
+    """:func:`explain` on inputs already read; ``progress(n)`` is called after each batch."""
+    params = method_params(method, params)
+    compare = [c for c in compare if c != method]
+    for name in compare:
+        method_params(name, {})
+    if paths is not None and method != "pathwise":
+        raise InputError(f"paths={paths} decomposes a pathwise pathway; use method='pathwise'")
+    if paths is not None and (isinstance(paths, bool) or int(paths) < 1):
+        raise InputError(f"paths {paths} must be a positive number of paths")
+    names = model_labels(model, labels)
+    target = target_index(target, names, model.num_outputs)
+    if target is not None:
+        model.check_target(target, 1)
+    sha = model.sha256()
+    pre = None if preprocess is None else preprocess.to_dict()
+    out = []
+    for lo in range(0, len(loaded), max(1, int(batch))):
+        part = loaded[lo : lo + max(1, int(batch))]
+        out += _explain_batch(model, part, method, params, target, paths, compare, names, sha, pre)
+        if progress is not None:
+            progress(len(part))
+    return out
+
+
+def _explain_batch(model, part, method, params, target, paths, compare, names, sha, pre):
+    x = np.stack([item.x for item in part]).astype(np.float32)
+    x = as_batch(x, model.input_shape)
+    n = len(x)
+    timings = {}
+    t0 = time.perf_counter()
+    fwd = model.forward(x)
+    timings["forward"] = time.perf_counter() - t0
+    targets = fwd.prediction if target is None else model.check_target(target, n)
+    entry = METHODS[method]
+    t0 = time.perf_counter()
+    pathway = None
+    if entry.pathway is not None:
+        pathway = entry.pathway(model, x, targets, **params)
+        attribution = entry.from_pathway(pathway, x)
+    else:
+        attribution = entry.run(model, x, targets, **params)
+    timings["method"] = time.perf_counter() - t0
+    decomposed, path_maps = [], []
+    if paths is not None:
+        t0 = time.perf_counter()
+        decomposed = decompose(model, x, targets, int(paths), params.get("depth"),
+                               params.get("width"), params.get("alpha"))  # fmt: skip
+        timings["paths"] = time.perf_counter() - t0
+    path_maps = [p.attribution(x) for p in decomposed]
+    others = {}
+    for name in compare:
+        t0 = time.perf_counter()
+        others[name] = METHODS[name].run(model, x, targets, **method_params(name, {}))
+        timings[f"compare:{name}"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    full = model.engine.linearize(x, targets, fwd=fwd)
+    logit = fwd.logits[np.arange(n), targets].astype(np.float64)
+    err = np.abs(full.output(x) - logit) / np.maximum(np.abs(logit), 1.0)
+    timings["completeness"] = time.perf_counter() - t0
+    timings = {k: v / n for k, v in timings.items()}
+    out = []
+    for i, item in enumerate(part):
+        top = model.gates[-1].name
+        seeds = [int(p.masks[top][i].reshape(-1).argmax()) for p in decomposed]
+        out.append(
+            Explanation(
+                model=str(model.source), model_sha256=sha, source=item.source, x=x[i],
+                image=item.image, preprocess=pre if item.image is not None else None,
+                labels=names, logits=fwd.logits[i], prediction=int(fwd.prediction[i]),
+                target=int(targets[i]), method=method, params=_jsonable(params),
+                attribution=attribution[i],
+                pathway=None if pathway is None else _summary(
+                    pathway, attribution, x, i, logit[i]
+                ),
+                paths=[
+                    _summary(p, a, x, i, logit[i], s)
+                    for p, a, s in zip(decomposed, path_maps, seeds)
+                ],
+                compare={k: v[i] for k, v in others.items()},
+                completeness_error=float(err[i]), timings=dict(timings),
+            )
+        )  # fmt: skip
+    return out
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+
+
+def _summary(pathway: Pathway, attribution, x, i: int, logit: float, seed=None) -> PathSummary:
+    W, b = pathway.linear.W[i], float(pathway.linear.b[i])
+    wx = float((W.astype(np.float64) * x[i]).sum())
+    return PathSummary(
+        attribution=attribution[i],
+        units_kept={k: int(v[i]) for k, v in pathway.stats["units_kept"].items()},
+        dead_share={k: float(v[i]) for k, v in pathway.stats["dead_share"].items()},
+        wx=wx,
+        bias=b,
+        logit_share=(wx + b) / logit if logit != 0 else float("nan"),
+        seed=seed,
+    )

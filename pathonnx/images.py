@@ -1,0 +1,353 @@
+"""Reading images and arrays into the model's input space, with a recorded preprocessing.
+
+A :class:`Preprocess` says how an image file becomes one model input: colour (``grey``, ``rgb``
+or ``bgr``), size ``(H, W)`` and how to reach it (``stretch`` to it, or scale the ``shorter``
+side then center-crop), ``scale`` (multiplies the 0..255 values), per-channel ``mean`` and
+``std`` (``(v·scale − mean) / std``) and ``layout`` (``NCHW`` or ``NHWC``).
+
+Where it comes from, first match wins, field by field (:func:`resolve_preprocess`):
+
+1. explicit arguments (the CLI's ``--size``, ``--mean``, ...) and a named ``preset``;
+2. the model's metadata entry ``pathonnx.preprocess``, a JSON object with the same keys
+   (``pathonnx rewrite --set-preprocess`` writes it);
+3. a default read from the model's input shape: channels and size from the shape, values in
+   [0, 1] (``scale`` 1/255), no resizing. Its ``notes`` say so.
+
+Images: PNG, JPEG, BMP, TIFF, 8- or 16-bit, grey, RGB or RGBA (alpha is composited over
+white). ``.npy`` files hold arrays already in the model's input space: one sample
+``(*input_shape)`` or a batch ``(N, *input_shape)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+METADATA_KEY = "pathonnx.preprocess"
+
+PRESETS = {
+    "imagenet": {
+        "color": "rgb", "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225], "resize": "shorter",
+    },
+    "unit": {"scale": 1 / 255, "mean": [0.0], "std": [1.0], "resize": "stretch"},
+    "symmetric": {"scale": 2 / 255, "mean": [1.0], "std": [1.0], "resize": "stretch"},
+}  # fmt: skip
+FIELDS = ("size", "color", "scale", "mean", "std", "layout", "resize")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How one image becomes one model input (see the module docstring)."""
+
+    size: tuple[int, int]
+    color: str = "rgb"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: str = "NCHW"
+    resize: str = "none"
+    source: dict = field(default_factory=dict, compare=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "grey" else 3
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["size"], out["mean"], out["std"] = list(self.size), list(self.mean), list(self.std)
+        out["notes"] = list(self.notes)
+        return out
+
+    def metadata_json(self) -> str:
+        """The ``pathonnx.preprocess`` metadata entry for this preprocessing."""
+        return json.dumps({k: v for k, v in self.to_dict().items() if k in FIELDS})
+
+
+def _layout_of(input_shape: tuple[int, ...]) -> tuple[str, int, tuple[int, int]]:
+    """(layout, channels, (H, W)) of an image-like input shape, or raise."""
+    if len(input_shape) != 3:
+        raise InputError(
+            f"the model takes inputs of shape {input_shape}, not an image (C, H, W); pass a .npy "
+            "array of that shape instead of an image file"
+        )
+    if input_shape[0] in (1, 3):
+        return "NCHW", input_shape[0], (input_shape[1], input_shape[2])
+    if input_shape[-1] in (1, 3):
+        return "NHWC", input_shape[-1], (input_shape[0], input_shape[1])
+    raise InputError(
+        f"the model's input shape {input_shape} has no 1- or 3-channel axis first or last; pass "
+        "a .npy array of that shape instead of an image file"
+    )
+
+
+def _floats(value, what: str) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    try:
+        out = tuple(float(v) for v in np.atleast_1d(value))
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {value!r} is not a list of numbers like 0.5,0.5,0.5") from None
+    if not out:
+        raise InputError(f"{what} is empty; give one number or one per channel")
+    return out
+
+
+def resolve_preprocess(
+    input_shape: tuple[int, ...],
+    metadata: dict[str, str] | None = None,
+    preset: str | None = None,
+    **given,
+) -> Preprocess:
+    """The preprocessing for a model with ``input_shape`` (per sample): explicit ``given``
+    fields over ``preset`` over the metadata's ``pathonnx.preprocess`` over the default."""
+    layout, channels, size = _layout_of(tuple(input_shape))
+    fields: dict = {
+        "size": size, "color": "grey" if channels == 1 else "rgb", "scale": 1 / 255,
+        "mean": (0.0,), "std": (1.0,), "layout": layout, "resize": "none",
+    }  # fmt: skip
+    source = dict.fromkeys(fields, "model input shape")
+    notes = []
+    raw = (metadata or {}).get(METADATA_KEY)
+    if raw:
+        try:
+            entry = json.loads(raw)
+            assert isinstance(entry, dict)
+        except (ValueError, AssertionError):
+            raise InputError(
+                f"the model's {METADATA_KEY} metadata is not a JSON object; fix it with "
+                "pathonnx rewrite --set-preprocess"
+            ) from None
+        entry = {k: v for k, v in entry.items() if k in FIELDS}
+        if "size" in entry and "resize" not in entry:
+            entry["resize"] = "stretch"  # the model says which size it wants: go there
+        fields.update(entry)
+        source.update(dict.fromkeys(entry, "model metadata"))
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+        fields.update(PRESETS[preset])
+        source.update(dict.fromkeys(PRESETS[preset], f"preset {preset}"))
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = set(given) - set(FIELDS)
+    if unknown:
+        raise InputError(f"unknown preprocessing field(s): {', '.join(sorted(unknown))}")
+    if "size" in given and "resize" not in given and fields["resize"] == "none":
+        given["resize"] = "stretch"
+    fields.update(given)
+    source.update(dict.fromkeys(given, "argument"))
+    if all(v == "model input shape" for v in source.values()):
+        notes.append(
+            "no preprocessing given (no flags, no pathonnx.preprocess metadata): pixels scaled to "
+            "[0, 1], no mean/std; pass --preset or --mean/--std if the model expects otherwise"
+        )
+    pre = Preprocess(
+        size=tuple(int(v) for v in np.atleast_1d(fields["size"]))[:2],
+        color=str(fields["color"]).lower(),
+        scale=float(fields["scale"]),
+        mean=_floats(fields["mean"], "mean"),
+        std=_floats(fields["std"], "std"),
+        layout=str(fields["layout"]).upper(),
+        resize=str(fields["resize"]).lower(),
+        source=source,
+        notes=tuple(notes),
+    )
+    _validate(pre, layout, channels, size)
+    return pre
+
+
+def _validate(pre: Preprocess, layout: str, channels: int, size: tuple[int, int]) -> None:
+    if pre.color not in ("grey", "rgb", "bgr"):
+        raise InputError(f"color {pre.color!r} is unknown; use grey, rgb or bgr")
+    if pre.layout not in ("NCHW", "NHWC"):
+        raise InputError(f"layout {pre.layout!r} is unknown; use NCHW or NHWC")
+    if pre.resize not in ("none", "stretch", "shorter"):
+        raise InputError(f"resize {pre.resize!r} is unknown; use none, stretch or shorter")
+    if len(pre.size) != 2 or min(pre.size) <= 0:
+        raise InputError(f"size {pre.size} must be two positive numbers, height x width")
+    if pre.channels != channels:
+        raise InputError(
+            f"color {pre.color} gives {pre.channels} channel(s) but the model takes {channels}; "
+            f"pass --color {'grey' if channels == 1 else 'rgb'}"
+        )
+    if pre.layout != layout or tuple(pre.size) != tuple(size):
+        raise InputError(
+            f"preprocessing gives {pre.layout} at {pre.size[0]}x{pre.size[1]} but the model "
+            f"takes {layout} at {size[0]}x{size[1]}; fix --size/--layout"
+        )
+    for name, values in (("mean", pre.mean), ("std", pre.std)):
+        if len(values) not in (1, channels):
+            raise InputError(f"{name} has {len(values)} values; give 1 or {channels}")
+    if any(s == 0 for s in pre.std):
+        raise InputError("std contains 0; every channel's std must be non-zero")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One input ready for the model: ``x`` (*input_shape), the ``image`` as shown (H, W, 3
+    uint8, what the model sees before mean/std), and where it came from."""
+
+    x: np.ndarray
+    image: np.ndarray | None
+    source: str
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to float32 (H, W, C) in 0..255, C = 1 (grey) or 3 (RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img, dtype=np.float64)
+                top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+                return (array * (255.0 / top)).astype(np.float32)[..., None]
+            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+                rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+                alpha = rgba[..., 3:] / 255.0
+                rgb = rgba[..., :3] * alpha + 255.0 * (1 - alpha)  # over white
+                return rgb if mode not in ("LA",) else rgb[..., :1]
+            if mode in ("L", "1"):
+                return np.asarray(img.convert("L"), dtype=np.float32)[..., None]
+            if mode == "F":
+                return np.asarray(img, dtype=np.float32)[..., None]
+            return np.asarray(img.convert("RGB"), dtype=np.float32)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise InputError(
+            f"{path}: cannot decode the image ({err}); give a PNG, JPEG, BMP or TIFF file"
+        ) from None
+
+
+def _resize(pixels: np.ndarray, pre: Preprocess, path) -> np.ndarray:
+    from PIL import Image
+
+    h, w = pixels.shape[:2]
+    th, tw = pre.size
+    if (h, w) == (th, tw):
+        return pixels
+    if pre.resize == "none":
+        raise InputError(
+            f"{path}: the image is {h}x{w} but the model takes {th}x{tw}; pass --size {th}x{tw} "
+            "to resize it (or --resize shorter to scale and center-crop)"
+        )
+
+    def scaled(array, size):  # per channel, float, bilinear (antialiased when shrinking)
+        planes = [
+            np.asarray(Image.fromarray(array[..., c]).resize(size[::-1], Image.BILINEAR))
+            for c in range(array.shape[-1])
+        ]
+        return np.stack(planes, axis=-1).astype(np.float32)
+
+    if pre.resize == "stretch":
+        return scaled(pixels, (th, tw))
+    factor = max(th / h, tw / w)  # shorter side to the target, then center crop
+    big = (max(th, round(h * factor)), max(tw, round(w * factor)))
+    out = scaled(pixels, big)
+    top, left = (big[0] - th) // 2, (big[1] - tw) // 2
+    return out[top : top + th, left : left + tw]
+
+
+def image_to_input(pixels: np.ndarray, pre: Preprocess, path="image") -> Loaded:
+    """Decoded pixels (H, W, C) 0..255 -> the model input and the picture shown."""
+    channels = pixels.shape[-1]
+    if pre.channels == 3 and channels == 1:
+        raise InputError(
+            f"{path}: the image is greyscale but the model takes 3 channels; convert it to RGB, "
+            "or pass --grey-to-rgb to repeat the grey channel"
+        )
+    if pre.channels == 1 and channels == 3:
+        pixels = pixels @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]  # ITU-R 601 luma
+    pixels = _resize(pixels, pre, path)
+    shown = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
+    if pre.color == "bgr":
+        pixels = pixels[..., ::-1]
+    values = (pixels * pre.scale - np.asarray(pre.mean, np.float32)) / np.asarray(
+        pre.std, np.float32
+    )
+    x = values.transpose(2, 0, 1) if pre.layout == "NCHW" else values
+    return Loaded(np.ascontiguousarray(x, np.float32), shown, str(path))
+
+
+def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
+
+
+def collect(paths: list, recursive: bool = True) -> list[Path]:
+    """Image and .npy files from files and folders (folders recursively, sorted)."""
+    out = []
+    for entry in paths:
+        entry = Path(entry)
+        if entry.is_dir():
+            found = sorted(
+                p
+                for p in (entry.rglob("*") if recursive else entry.iterdir())
+                if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")
+            )
+            if not found:
+                raise InputError(f"{entry}: no images (.png, .jpg, .bmp, ...) or .npy files in it")
+            out += found
+        elif entry.exists():
+            out.append(entry)
+        else:
+            raise InputError(f"{entry}: no such file or folder")
+    return out
+
+
+def load_inputs(
+    path: Path, pre: Preprocess | None, input_shape: tuple[int, ...], grey_ok: bool = False
+) -> list[Loaded]:
+    """One file -> its inputs: one per image, one per sample of a .npy array."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot read the .npy array ({err})") from None
+        if tuple(array.shape) == tuple(input_shape):
+            array = array[None]
+        if array.ndim != len(input_shape) + 1 or tuple(array.shape[1:]) != tuple(input_shape):
+            raise InputError(
+                f"{path}: the array has shape {array.shape}; the model takes "
+                f"({', '.join(map(str, input_shape))}) or a batch of them"
+            )
+        if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+            raise InputError(f"{path}: the array must hold finite numbers")
+        array = np.asarray(array, np.float32)
+        name = str(path)
+        return [
+            Loaded(array[i], _array_picture(array[i], input_shape), f"{name}[{i}]")
+            if len(array) > 1
+            else Loaded(array[0], _array_picture(array[0], input_shape), name)
+            for i in range(len(array))
+        ]
+    if pre is None:
+        raise InputError(f"{path}: the model does not take images; pass .npy arrays")
+    pixels = read_image(path)
+    if grey_ok:
+        pixels = grey_to_rgb(pixels) if pre.channels == 3 else pixels
+    return [image_to_input(pixels, pre, path)]
+
+
+def _array_picture(x: np.ndarray, input_shape) -> np.ndarray | None:
+    """A picture of a model-space array (min-max scaled), when it looks like an image."""
+    try:
+        layout, channels, _ = _layout_of(tuple(input_shape))
+    except InputError:
+        return None
+    hwc = x.transpose(1, 2, 0) if layout == "NCHW" else x
+    lo, hi = float(hwc.min()), float(hwc.max())
+    scaled = (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)
+    shown = np.round(scaled * 255).astype(np.uint8)
+    return np.repeat(shown, 3, axis=-1) if channels == 1 else shown
