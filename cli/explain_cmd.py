@@ -230,7 +230,7 @@ def explain_options(func):
         click.option("--target", help="Class to explain: index or label (default: predicted)."),
         click.option("--compare", help="Baselines side by side, e.g. saliency,gradcam."),
         click.option("-o", "--out", default="pathonnx-out", show_default=True,
-                     type=click.Path(file_okay=False), help="Folder for PNG, JSON, NPZ, HTML."),
+                     help="Folder for PNG, JSON, NPZ, HTML."),
         click.option("--json", "as_json", is_flag=True, help="Also print the report as JSON."),
         click.option("--preset", type=click.Choice(list(PRESETS)),
                      help="Preprocessing preset (flags below override its fields)."),

@@ -11,6 +11,8 @@ import click
 
 import pathonnx
 from pathonnx.errors import InputError, PathonnxError
+from pathonnx.explain import model_labels
+from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
 from .explain_cmd import explain_options, run_explain
 from .render import check_text, inspect_text, report_text
@@ -214,18 +216,30 @@ def inspect(model, input_shape, device, as_json):
 )
 @common_model_options
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
+@click.option(
+    "--set-preprocess",
+    help="Store image preprocessing in OUT's metadata: a JSON object (size, color, scale, mean, "
+    "std, layout, resize) or a preset name (imagenet, unit, symmetric).",
+)
+@click.option(
+    "--set-labels",
+    type=click.Path(dir_okay=False),
+    help="Store class names in OUT's metadata: a file with one per line, or a JSON list.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the pass reports as JSON.")
-def rewrite(model, out, input_shape, device, force, as_json):
+def rewrite(model, out, input_shape, device, force, set_preprocess, set_labels, as_json):
     """Write the canonical form of MODEL to OUT.
 
     The canonical model has BatchNorm folded (or kept as a per-channel affine op), Identity and
     Dropout removed, a trailing Softmax removed (its output is the logits), every gate in one form
     (Relu, Clip, LeakyRelu, PRelu), a free batch axis, and every gate output and max-pool argmax
-    exposed as extra outputs after the logits.
+    exposed as extra outputs after the logits. OUT loads in pathonnx again, and keeps the
+    input's metadata; --set-preprocess and --set-labels add what `pathonnx explain` reads.
 
     \b
-    Example:
+    Examples:
       pathonnx rewrite model.onnx -o model.canonical.onnx
+      pathonnx rewrite model.onnx -o ready.onnx --set-preprocess imagenet --set-labels classes.txt
     """
     source, target = Path(model), Path(out)
     if target.exists() and source.exists() and os.path.samefile(source, target):
@@ -235,12 +249,28 @@ def rewrite(model, out, input_shape, device, force, as_json):
     if target.exists() and target.is_dir():
         raise InputError(f"{out} is a folder; give a file path")
     loaded = pathonnx.load(model, input_shape, device)
-    loaded.save(target)
+    metadata = {}
+    if set_preprocess is not None:
+        metadata[METADATA_KEY] = preprocess_entry(loaded, set_preprocess)
+    if set_labels is not None:
+        metadata["pathonnx.labels"] = json.dumps(model_labels(loaded, set_labels))
+    loaded.save(target, metadata)
     if as_json:
         emit_json({"model": model, "output": out, "passes": [r.to_dict() for r in loaded.reports]})
     else:
         click.echo(report_text(loaded.reports))
         click.echo(f"wrote {out}")
+
+
+def preprocess_entry(model, text: str) -> str:
+    """A --set-preprocess value (JSON object or preset name), checked against the model."""
+    if text in PRESETS:
+        pre = resolve_preprocess(model.input_shape, {}, text)
+    else:
+        pre = resolve_preprocess(model.input_shape, {METADATA_KEY: text})
+        if all(v == "model input shape" for v in pre.source.values()):
+            raise InputError(f"--set-preprocess {text!r} sets nothing; give a JSON object")
+    return pre.metadata_json()
 
 
 class _progress:

@@ -32,6 +32,11 @@ class LoadedModel:
     opset_upgraded_from: int | None
 
 
+#: Metadata key of models that pathonnx wrote in canonical form: their first output is the
+#: logits, the others expose gates and argmaxes (and are dropped when the file is loaded again).
+CANONICAL_KEY = "pathonnx.canonical"
+
+
 def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, str]:
     """Read a model from a path, serialized bytes or a ModelProto (copied, never modified)."""
     if isinstance(source, onnx.ModelProto):
@@ -161,6 +166,9 @@ def load_model(
             f"{name}: input {data.name!r} is {type_name}, not float32; pathonnx explains "
             "float32 inputs (export the model with a float input)"
         )
+    marked = any(p.key == CANONICAL_KEY for p in proto.metadata_props)
+    if marked and len(proto.graph.output) > 1:  # written by pathonnx: logits first
+        del proto.graph.output[1:]
     if len(proto.graph.output) != 1:
         raise UnsupportedModelError(
             f"{name}: the model has {len(proto.graph.output)} outputs; pathonnx explains "

@@ -181,11 +181,22 @@ class Model:
             )
         return t
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the canonical model atomically (temp file, then rename)."""
+    def save(self, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+        """Write the canonical model atomically (temp file, then rename), with ``metadata``
+        added to its metadata_props (e.g. ``pathonnx.preprocess``, ``pathonnx.labels``). The
+        file loads again with :func:`load`: its first output is the logits."""
         from .io import atomic_write_bytes
+        from .load import CANONICAL_KEY
 
-        return atomic_write_bytes(Path(path), self.canonical.SerializeToString())
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.canonical)
+        entries = {p.key: p.value for p in proto.metadata_props}
+        entries[CANONICAL_KEY] = "first output: logits; the others expose gates and argmaxes"
+        entries.update(metadata or {})
+        del proto.metadata_props[:]
+        for key, value in entries.items():
+            proto.metadata_props.add(key=key, value=str(value))
+        return atomic_write_bytes(Path(path), proto.SerializeToString())
 
     def __repr__(self) -> str:
         units = sum(g.units for g in self.gates)

@@ -104,7 +104,7 @@ class _Importance:
     def add(self, ct: np.ndarray, lo: int) -> None:
         """Rows ``lo .. lo + R`` of the cotangent at the gate, ``ct`` (N, R, units)."""
         n, r, units = ct.shape
-        step = max(1, (1 << 27) // (n * r))  # about 512 MiB of work at a time
+        step = max(1, (1 << 25) // (n * r))  # about 128 MiB of work at a time
         rows = np.arange(n)
         here = (self.row >= lo) & (self.row < lo + r)
         for a in range(0, units, step):
@@ -255,52 +255,60 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
 
 
 class _RowStore:
-    """The K-row cotangents of the sweep at its last stored cut, and the walk below it.
+    """The K-row cotangents of the sweep at its last stored cut, in chunks of rows, and the
+    walk below it.
 
-    :meth:`advance` walks the rows, in chunks, from the stored cut down to the next one, and
-    yields each chunk's cotangents there. The result is stored, and becomes the start of the next
-    walk, only while it fits :attr:`LinearEngine.memory_budget`; otherwise the store stays
-    where it is and the next walk starts from it again, through the masks fixed meanwhile (more
-    work, bounded memory). That is what runs a 1000-class VGG-16 at 224×224, whose bottom gates
-    hold 3.2 million units per row.
+    :meth:`advance` walks the chunks from the stored cut down to the next one, and yields each
+    chunk's cotangents there. The result replaces the store, chunk by chunk (each old chunk is
+    freed as its successor is made), only while it fits :attr:`LinearEngine.memory_budget`;
+    otherwise the store stays where it is and the next walk starts from it again, through the
+    masks fixed meanwhile (more work, bounded memory). That is what runs a 1000-class VGG-16 at
+    224×224, whose bottom gates hold 3.2 million units per row.
     """
 
     def __init__(self, engine, fwd, cotangents: dict, start, bias: np.ndarray, rows: int):
-        self.engine, self.fwd, self.n, self.r = engine, fwd, len(fwd.x), rows
-        self.cotangents, self.start, self.bias = cotangents, start, bias
+        self.engine, self.fwd, self.n, self.r, self.start = engine, fwd, len(fwd.x), rows, start
+        self.step = min(rows, engine.rows_per_call(self.n))
+        self.chunks = [
+            (
+                {k: self._rows_of(v, lo) for k, v in cotangents.items()},
+                self._rows_of(bias, lo),
+            )
+            for lo in range(0, rows, self.step)
+        ]
+
+    def _rows_of(self, value: np.ndarray, lo: int) -> np.ndarray:
+        """Rows lo .. lo + step of every sample of a sample-major (N·R, ...) array."""
+        shaped = value.reshape(self.n, self.r, *value.shape[1:])[:, lo : lo + self.step]
+        return np.ascontiguousarray(shaped.reshape(-1, *value.shape[1:]))
 
     def advance(self, stop: int, masks: dict):
-        n, r = self.n, self.r
-        chunk = min(r, self.engine.rows_per_call(n))
-        kept, biases, fits = {}, [], True
-        for lo in range(0, r, chunk):
-            part = {
-                key: value.reshape(n, r, *value.shape[1:])[:, lo : lo + chunk].reshape(
-                    -1, *value.shape[1:]
-                )
-                for key, value in self.cotangents.items()
-            }
-            values, bias = self.engine.stage(self.fwd, part, self.start, stop, masks)
-            yield lo, values
-            if lo == 0:
-                per_row = sum(v.nbytes for v in values.values()) / (n * min(chunk, r))
-                fits = per_row * n * r <= self.engine.memory_budget
+        n, fits = self.n, True
+        new = []
+        for j in range(len(self.chunks)):
+            cotangents, bias = self.chunks[j]
+            values, part = self.engine.stage(self.fwd, cotangents, self.start, stop, masks)
+            yield j * self.step, values
+            if j == 0:
+                per_row = sum(v.nbytes for v in values.values()) / len(bias)
+                fits = per_row * n * self.r <= self.engine.memory_budget
             if fits:
-                for key, value in values.items():
-                    kept.setdefault(key, []).append(value.reshape(n, -1, *value.shape[1:]))
-                biases.append(bias.reshape(n, -1))
+                new.append((values, bias + part))
+                self.chunks[j] = None  # freed now: the store never holds two cuts whole
         if fits:
-            self.cotangents = {
-                key: np.concatenate(parts, axis=1).reshape(n * r, *parts[0].shape[2:])
-                for key, parts in kept.items()
-            }
-            self.bias = self.bias + np.concatenate(biases, axis=1).reshape(n * r)
-            self.start = stop
+            self.chunks, self.start = new, stop
 
     def rows(self, row: np.ndarray) -> tuple[dict, np.ndarray]:
         """The stored cotangents and bias of one row per sample (its index in 0..R-1)."""
-        picked = np.arange(self.n) * self.r + row
-        return {k: v[picked] for k, v in self.cotangents.items()}, self.bias[picked]
+        picks = []
+        for i, r in enumerate(row):
+            cotangents, bias = self.chunks[int(r) // self.step]
+            at = i * (len(bias) // self.n) + int(r) % self.step
+            picks.append(({k: v[at] for k, v in cotangents.items()}, bias[at]))
+        return (
+            {k: np.stack([p[0][k] for p in picks]) for k in picks[0][0]},
+            np.array([p[1] for p in picks]),
+        )
 
 
 def _dead_share(fwd, masks: dict, kept: dict) -> dict:
