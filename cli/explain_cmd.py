@@ -16,7 +16,7 @@ import click
 import pathonnx
 from pathonnx.attribution import METHODS
 from pathonnx.errors import InputError
-from pathonnx.explain import Explanation, explain_loaded, image_preprocess
+from pathonnx.explanation import Explanation, explain_loaded, image_preprocess
 from pathonnx.images import PRESETS, collect, load_inputs
 from pathonnx.io import atomic_write_bytes
 from pathonnx.pictures import index_html

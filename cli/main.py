@@ -11,7 +11,7 @@ import click
 
 import pathonnx
 from pathonnx.errors import InputError, PathonnxError
-from pathonnx.explain import model_labels
+from pathonnx.explanation import model_labels
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
 from .explain_cmd import explain_options, run_explain

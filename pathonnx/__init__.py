@@ -6,6 +6,7 @@ from .attribution import METHODS, attribute
 from .check import CheckResult, SelfCheck, check_model, self_check
 from .engine import Linear
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
+from .explanation import Explanation, explain
 from .forward import Forward
 from .model import Gate, MaxPoolSite, Model, load
 from .pathways import Pathway, critical_pathway, decompose, jaccard, pathwise
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "CheckResult",
+    "Explanation",
     "Forward",
     "Gate",
     "Linear",
@@ -33,6 +35,7 @@ __all__ = [
     "check_model",
     "critical_pathway",
     "decompose",
+    "explain",
     "jaccard",
     "load",
     "pathwise",

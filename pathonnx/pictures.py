@@ -104,9 +104,6 @@ def compose(expl):
     cell = max(max(p.shape[1] for _, p in scaled), 170)
     height = max(p.shape[0] for _, p in scaled)
     bars_w, pad, title_h, head_h, foot_h = 260, 12, 22, 46, 22
-    width = pad + len(scaled) * (cell + pad) + bars_w + pad
-    canvas = Image.new("RGB", (width, head_h + title_h + height + foot_h + pad), "white")
-    draw = ImageDraw.Draw(canvas)
     big, small = _font(15), _font(12)
     p = expl.probabilities
     head = (
@@ -114,6 +111,11 @@ def compose(expl):
         f"({100 * p[expl.prediction]:.1f}%) · explaining {expl.label(expl.target)} "
         f"(logit {float(expl.logits[expl.target]):.3g})"
     )
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = pad + len(scaled) * (cell + pad) + bars_w + pad
+    width = max(width, int(probe.textlength(head, font=big)) + 2 * pad)
+    canvas = Image.new("RGB", (width, head_h + title_h + height + foot_h + pad), "white")
+    draw = ImageDraw.Draw(canvas)
     draw.text((pad, 8), _fit(head, width - 2 * pad, draw, big), fill="black", font=big)
     sub = f"{expl.method} {_params_text(expl.params)} · exact linear model error " + (
         f"{expl.completeness_error:.1e}" if np.isfinite(expl.completeness_error) else "n/a"

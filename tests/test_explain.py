@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import pathonnx
-from pathonnx.explain import Explanation, explain
+from pathonnx.explanation import Explanation, explain
 from pathonnx_cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent

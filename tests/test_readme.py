@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,38 @@ def test_readme_check_example_is_what_check_prints(monkeypatch):
     # numbers differ across CPUs in the last digits; the structure must not
     strip = re.compile(r"\d\.\d\de[-+]\d\d|\d\.\de[-+]\d\d")
     assert strip.sub("#", result.stdout.strip()) == strip.sub("#", shown.strip())
+
+
+SHELL = [  # every `pathonnx explain` command in the README's shell blocks (Quick start too)
+    line[line.index("pathonnx explain") :].strip()
+    for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S)
+    for line in block.splitlines()
+    if "pathonnx explain" in line
+]
+
+
+def test_readme_pictures_come_from_the_readme_commands():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_pictures
+    finally:
+        sys.path.pop(0)
+    assert sorted(make_pictures.COMMANDS.values()) == sorted(SHELL)
+    for name in make_pictures.COMMANDS:
+        assert f"(docs/images/{name})" in README
+        assert (ROOT / "docs" / "images" / name).is_file()
+
+
+@pytest.mark.parametrize("command", SHELL)
+def test_readme_explain_commands_run_as_written(command, tmp_path):
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_pictures
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "sample_models").symlink_to(ROOT / "sample_models")
+    png = make_pictures.run(command, tmp_path)
+    report = json.loads(png.with_suffix(".json").read_text())
+    assert report["completeness_error"] < 1e-5
+    if "--target triangle" in command:
+        assert report["target"]["label"] == "triangle"
