@@ -79,6 +79,18 @@ def _width(text):
         raise InputError(f"--width {text!r} must be a count like 64 or a share like 5%") from None
 
 
+def cli_preprocess(model, opts: dict, files: list[Path]):
+    """The preprocessing the flags ask for (None when every input is a .npy array)."""
+    if all(f.suffix.lower() == ".npy" for f in files):
+        return None
+    given = {
+        "size": _size(opts["size"]), "mean": _floats(opts["mean"]), "std": _floats(opts["std"]),
+        "scale": opts["scale"], "layout": opts["layout"] and opts["layout"].upper(),
+        "color": opts["color"], "resize": "shorter" if opts["crop"] else opts["resize"],
+    }  # fmt: skip
+    return image_preprocess(model, opts["preset"], **given)
+
+
 def check_out_dir(out: Path, sources: list[str], files: list[Path]) -> None:
     """--out must be a writable folder (made if missing) where no output replaces an input."""
     if out.exists() and not out.is_dir():
@@ -129,19 +141,14 @@ def run_explain(ctx, model, images, **opts) -> None:
     out = Path(opts["out"])
     files = collect(images)
     loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])
-    resize = "shorter" if opts["crop"] else opts["resize"]
-    given = {
-        "size": _size(opts["size"]), "mean": _floats(opts["mean"]), "std": _floats(opts["std"]),
-        "scale": opts["scale"], "layout": opts["layout"] and opts["layout"].upper(),
-        "color": opts["color"], "resize": resize,
-    }  # fmt: skip
-    images_given = any(f.suffix.lower() != ".npy" for f in files)
-    pre = image_preprocess(loaded_model, opts["preset"], **given) if images_given else None
+    pre = cli_preprocess(loaded_model, opts, files)
     if pre is not None:
         notes += list(pre.notes)
-    loaded = []
-    for path in files:
-        loaded += load_inputs(path, pre, loaded_model.input_shape, opts["grey_to_rgb"])
+    loaded = [
+        item
+        for path in files
+        for item in load_inputs(path, pre, loaded_model.input_shape, opts["grey_to_rgb"])
+    ]
     check_out_dir(out, [item.source for item in loaded], files)
     for note in notes:
         click.echo(f"note: {note}", err=True)
@@ -215,23 +222,15 @@ def _summary(expl, png: Path) -> str:
     return text + f"\n  exact-model error {expl.completeness_error:.1e} -> {png}"
 
 
-def explain_options(func):
-    """The options of `pathonnx explain`, in the order --help lists them."""
-    options = [
-        click.option("--method", type=click.Choice(sorted(METHODS)), default="pathwise",
-                     show_default=True, help="Attribution or pathway method."),
-        click.option("--depth", type=int, help="pathwise: gates from the top to select in."),
-        click.option("--width", help="pathwise: max units per gate, a count or a share (5%)."),
-        click.option("--alpha", type=float, help="pathwise: importance threshold (default 1/K)."),
-        click.option("--sparsity", type=float, help="mct/intgrad: share of units removed."),
-        click.option("--steps", type=int, help="intgrad/integrated_gradients: steps."),
-        click.option("-p", "--param", multiple=True, help="Any other method parameter, k=v."),
-        click.option("--paths", type=int, help="Decompose the pathwise pathway into M paths."),
-        click.option("--target", help="Class to explain: index or label (default: predicted)."),
-        click.option("--compare", help="Baselines side by side, e.g. saliency,gradcam."),
-        click.option("-o", "--out", default="pathonnx-out", show_default=True,
-                     help="Folder for PNG, JSON, NPZ, HTML."),
-        click.option("--json", "as_json", is_flag=True, help="Also print the report as JSON."),
+def _apply(func, options):
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def preprocess_options(func):
+    """Preprocessing flags, shared by `explain` and `evaluate`."""
+    return _apply(func, [
         click.option("--preset", type=click.Choice(list(PRESETS)),
                      help="Preprocessing preset (flags below override its fields)."),
         click.option("--size", help="Resize images to HxW (e.g. 224x224)."),
@@ -247,11 +246,31 @@ def explain_options(func):
         click.option("--grey-to-rgb", is_flag=True, help="Repeat grey images on 3 channels."),
         click.option("--labels", type=click.Path(dir_okay=False),
                      help="Class names: one per line, or a JSON list."),
+    ])  # fmt: skip
+
+
+def explain_options(func):
+    """The options of `pathonnx explain`, in the order --help lists them."""
+    func = _apply(func, [
         click.option("--batch", type=int, default=16, show_default=True,
                      help="Inputs per onnxruntime call."),
         click.option("--workers", type=int, default=1, show_default=True,
                      help="Batches explained in parallel (threads)."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ])  # fmt: skip
+    func = preprocess_options(func)
+    return _apply(func, [
+        click.option("--method", type=click.Choice(sorted(METHODS)), default="pathwise",
+                     show_default=True, help="Attribution or pathway method."),
+        click.option("--depth", type=int, help="pathwise: gates from the top to select in."),
+        click.option("--width", help="pathwise: max units per gate, a count or a share (5%)."),
+        click.option("--alpha", type=float, help="pathwise: importance threshold (default 1/K)."),
+        click.option("--sparsity", type=float, help="mct/intgrad: share of units removed."),
+        click.option("--steps", type=int, help="intgrad/integrated_gradients: steps."),
+        click.option("-p", "--param", multiple=True, help="Any other method parameter, k=v."),
+        click.option("--paths", type=int, help="Decompose the pathwise pathway into M paths."),
+        click.option("--target", help="Class to explain: index or label (default: predicted)."),
+        click.option("--compare", help="Baselines side by side, e.g. saliency,gradcam."),
+        click.option("-o", "--out", default="pathonnx-out", show_default=True,
+                     help="Folder for PNG, JSON, NPZ, HTML."),
+        click.option("--json", "as_json", is_flag=True, help="Also print the report as JSON."),
+    ])  # fmt: skip

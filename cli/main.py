@@ -14,6 +14,7 @@ from pathonnx.errors import InputError, PathonnxError
 from pathonnx.explanation import model_labels
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
+from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
 from .render import check_text, inspect_text, report_text
 
@@ -99,6 +100,7 @@ def main(ctx, debug):
     Examples:
       pathonnx explain                      # the shipped default sample
       pathonnx explain model.onnx photo.jpg --preset imagenet
+      pathonnx evaluate sample_models/shapes_vgg.onnx sample_models/eval --limit 20
       pathonnx check sample_models/*.onnx
       pathonnx inspect sample_models/shapes_vgg.onnx
       pathonnx rewrite model.onnx -o model.canonical.onnx
@@ -136,6 +138,33 @@ def explain(ctx, model, images, **opts):
       pathonnx explain model.onnx scans/ --method intgrad --compare saliency,gradcam
     """
     run_explain(ctx, model, images, **opts)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("data", nargs=-1, required=True, type=click.Path())
+@evaluate_options
+@common_model_options
+def evaluate(model, data, **opts):
+    """Measure attribution METHODS on MODEL over DATA: a table of methods × metrics.
+
+    DATA: image files, folders (recursive) or .npy arrays. Targets are the model's predictions.
+    Metrics: insertion/deletion AUC (RISE), LeRF/MoRF, the MPRT sanity check (cascading
+    re-initialization from the top; Spearman and SSIM, low is good), pointing game and
+    energy-based pointing game (with object masks), and pathway faithfulness (pathway methods:
+    the target's probability on the pathway alone). Each cell is the mean ± 95% CI; * marks the
+    best method per column.
+
+    Writes OUT/results.json (summary and every record), OUT/results.csv, OUT/results.md and
+    OUT/curves.png (insertion/deletion curves; needs matplotlib). Records are cached per input
+    and method in OUT/cache: an interrupted run continues where it stopped.
+
+    \b
+    Examples:
+      pathonnx evaluate sample_models/shapes_vgg.onnx sample_models/eval --limit 20
+      pathonnx evaluate model.onnx val/ --methods pathwise,mct,saliency --metrics insertion,deletion
+    """
+    run_evaluate(model, data, **opts)
 
 
 @main.command()

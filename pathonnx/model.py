@@ -64,6 +64,7 @@ class Model:
         self.providers = providers_for(device)
         self._session = None
         self._engine = None
+        self._plain = None
         shapes = _static_shapes(canonical.proto)
         inits = {t.name: t for t in canonical.proto.graph.initializer}
         self.gates: list[Gate] = []
@@ -147,6 +148,19 @@ class Model:
             argmax={m.name: values[m.argmax] for m in self.maxpools},
         )
 
+    def logits(self, x, batch: int = 64) -> np.ndarray:
+        """Logits only, (N, K), ``batch`` samples per onnxruntime call: the canonical graph
+        without the pattern outputs (the metrics' many forward passes need nothing else)."""
+        x = as_batch(x, self.input_shape)
+        if self._plain is None:
+            self._plain = make_session(_plain(self.canonical), self.providers)
+        step = max(1, int(batch))
+        runs = [
+            self._plain.run([self.logits_name], {self.input_name: x[i : i + step]})[0]
+            for i in range(0, len(x), step)
+        ]
+        return np.concatenate(runs)
+
     @property
     def engine(self):
         """The linear engine (adjoint and frozen graphs), built on first use."""
@@ -204,6 +218,18 @@ class Model:
             f"Model({self.source!r}, input={self.input_shape}, K={self.num_outputs}, "
             f"gates={len(self.gates)}, units/sample={units})"
         )
+
+
+def _plain(canonical: onnx.ModelProto) -> onnx.ModelProto:
+    """The canonical model with only the logits output and no unused max-pool Indices."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(canonical)
+    del proto.graph.output[1:]
+    read = {name for node in proto.graph.node for name in node.input}
+    for node in proto.graph.node:
+        if node.op_type == "MaxPool" and len(node.output) == 2 and node.output[1] not in read:
+            del node.output[1]
+    return proto
 
 
 def _static_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

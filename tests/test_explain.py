@@ -398,3 +398,16 @@ def test_rewrite_sets_preprocess_and_labels_and_loads_again(tmp_path):
                                     "--set-preprocess", '{"layout": "NHWC"}'])  # fmt: skip
     assert bad.exit_code == 2 and "fix --size/--layout" in bad.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_grey_to_rgb_and_input_shape(tmp_path):
+    grey = np.asarray(Image.open(IMAGE).convert("L"))
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    result = invoke("explain", VGG, tmp_path / "grey.png", "--grey-to-rgb", "-o", tmp_path / "o",
+                    "--json", "--input-shape", "3x32x32", "--method", "saliency")  # fmt: skip
+    report = json.loads(result.stdout)
+    with np.load(tmp_path / "o" / "grey.npz") as arrays:
+        x = arrays["x"]
+    want = ((np.repeat(grey[..., None], 3, -1) / 255 - MEAN) / STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(x, want, atol=1e-5)
+    assert report["method"] == "saliency"

@@ -1,0 +1,148 @@
+"""`pathonnx evaluate`: methods × metrics on a folder of inputs, with a resumable cache."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+import pathonnx
+from pathonnx.attribution import METHODS
+from pathonnx.errors import InputError
+from pathonnx.evaluate import (
+    GROUPS,
+    Settings,
+    csv_text,
+    curves_png,
+    evaluate,
+    table_markdown,
+    table_text,
+)
+from pathonnx.explanation import model_labels
+from pathonnx.images import collect, load_inputs
+from pathonnx.io import atomic_write_bytes
+
+from .explain_cmd import check_out_dir, cli_preprocess, preprocess_options
+
+
+def _names(text: str, known, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise InputError(f"--{what}: unknown {', '.join(bad) or 'empty list'}; choose from "
+                         f"{', '.join(sorted(known))}")  # fmt: skip
+    return names
+
+
+def _masks(path: str | None, data: tuple[str, ...]) -> dict | None:
+    """Object masks: --masks FILE, else a masks.npz in the (single) DATA folder."""
+    if path is None:
+        found = [Path(d) / "masks.npz" for d in data if (Path(d) / "masks.npz").is_file()]
+        if len(found) != 1:
+            return None
+        path = found[0]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the masks ({err}); give a .npz file") from None
+
+
+def evaluate_options(func):
+    options = [
+        click.option("--methods", default="pathwise,saliency,integrated_gradients,gradcam",
+                     show_default=True, help="Comma-separated registry names."),
+        click.option("--metrics", default=",".join(GROUPS), show_default=True,
+                     help="Comma-separated: " + ", ".join(GROUPS) + "."),
+        click.option("--limit", type=int, help="Evaluate only the first N inputs."),
+        click.option("--steps", type=int, help="Insertion/deletion steps (default √(H·W))."),
+        click.option("--mprt-layers", type=int,
+                     help="MPRT: randomize only the top N weighted layers (default all)."),
+        click.option("--masks", type=click.Path(dir_okay=False),
+                     help="Object masks (.npz, <stem>__obj<k> and <stem>__classes); default "
+                          "DATA/masks.npz."),
+        click.option("-p", "--param", multiple=True,
+                     help="A method parameter, method.name=value (e.g. intgrad.steps=16)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the MPRT re-initialization."),
+        click.option("-o", "--out", default="pathonnx-eval", show_default=True,
+                     help="Folder for results.json, results.csv, curves.png and the cache."),
+        click.option("--batch", type=int, default=64, show_default=True,
+                     help="Inputs per onnxruntime call in the metrics."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return preprocess_options(func)
+
+
+def run_evaluate(model, data, **opts) -> None:
+    methods = _names(opts["methods"], METHODS, "methods")
+    groups = _names(opts["metrics"], GROUPS, "metrics")
+    params: dict[str, dict] = {}
+    for item in opts["param"]:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise InputError(f"--param {item!r} must look like method.name=value")
+        try:
+            params.setdefault(method, {})[name] = json.loads(value)
+        except ValueError:
+            params.setdefault(method, {})[name] = value
+    files = collect(list(data))
+    if opts["limit"] is not None:
+        if opts["limit"] < 1:
+            raise InputError(f"--limit {opts['limit']} must be a positive number")
+        files = files[: opts["limit"]]
+    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])
+    pre = cli_preprocess(loaded_model, opts, files)
+    for note in pre.notes if pre is not None else ():
+        click.echo(f"note: {note}", err=True)
+    loaded = [
+        item
+        for path in files
+        for item in load_inputs(path, pre, loaded_model.input_shape, opts["grey_to_rgb"])
+    ]
+    if opts["limit"] is not None:
+        loaded = loaded[: opts["limit"]]
+    labels = model_labels(loaded_model, opts["labels"])
+    masks = _masks(opts["masks"], data)
+    out = Path(opts["out"])
+    check_out_dir(out, [], files)
+    settings = Settings(steps=opts["steps"], seed=opts["seed"], mprt_layers=opts["mprt_layers"],
+                        batch=max(4, opts["batch"]), params=params)  # fmt: skip
+    show = not opts["as_json"] and sys.stderr.isatty()
+    total = len(loaded) * len(methods)
+    bar = click.progressbar(length=total, label="evaluating", file=sys.stderr)
+    with bar if show else contextlib.nullcontext(bar):
+        results = evaluate(loaded_model, loaded, methods, groups, settings, masks, labels,
+                           cache=out / "cache", progress=bar.update if show else None)  # fmt: skip
+    summary = results.summary()
+    report = {
+        "model": str(model), "model_sha256": loaded_model.sha256(), "inputs": len(loaded),
+        "methods": methods, "metrics": results.columns, "settings": {
+            "steps": opts["steps"], "seed": opts["seed"], "mprt_layers": opts["mprt_layers"],
+            "params": params, "preprocess": None if pre is None else pre.to_dict(),
+            "masks": masks is not None,
+        },
+        "summary": summary, "best": results.winners(), "records": results.records,
+    }  # fmt: skip
+    atomic_write_bytes(out / "results.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(out / "results.csv", csv_text(results).encode())
+    atomic_write_bytes(out / "results.md", (table_markdown(results) + "\n").encode())
+    png = curves_png(results)
+    if png is not None:
+        atomic_write_bytes(out / "curves.png", png)
+    if opts["as_json"]:
+        click.echo(json.dumps({k: v for k, v in report.items() if k != "records"}, indent=2))
+        return
+    click.echo(f"{len(loaded)} inputs × {len(methods)} methods, mean ± 95% CI; * best")
+    click.echo(table_text(results))
+    wrote = ["results.json", "results.csv", "results.md"] + (["curves.png"] if png else [])
+    click.echo(f"wrote {', '.join(str(out / w) for w in wrote)}")
+    if png is None:
+        click.echo("note: install matplotlib for curves.png", err=True)

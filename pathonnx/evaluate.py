@@ -1,0 +1,351 @@
+"""Stage 8, evaluation: every method × every metric on a set of inputs, resumable.
+
+:func:`evaluate` attributes each input with each method (batched), measures it with
+:mod:`pathonnx.metrics`, caches one JSON record per (input, method) under ``cache/`` so that an
+interrupted run continues where it stopped, and summarizes each metric per method as the mean
+and a 95 % confidence half-width ``1.96 · s / √n`` (normal approximation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+from .attribution import METHODS, method_params
+from .errors import InputError
+from .images import Loaded
+from .io import atomic_write_bytes
+from .model import Model
+
+#: Metric name -> (what it reports, whether higher is better).
+METRICS = {
+    "insertion": ("insertion AUC (probability of the target)", True),
+    "deletion": ("deletion AUC", False),
+    "lerf": ("LeRF: mean |p - p'| / p, least relevant removed", False),
+    "morf": ("MoRF: mean |p - p'| / p, most relevant removed", True),
+    "mprt_spearman": ("MPRT: mean Spearman over the cascade (best: nearest 0)", False),
+    "mprt_spearman_abs": ("MPRT: mean Spearman of |map| over the cascade", False),
+    "mprt_ssim": ("MPRT: mean SSIM over the cascade", False),
+    "pointing": ("pointing game hit rate", True),
+    "energy": ("energy-based pointing game", True),
+    "pathway_probability": ("target probability on the pathway alone", True),
+    "pathway_change": ("that minus the full network's", True),
+}
+GROUPS = {  # what --metrics names, and the table columns each gives
+    "insertion": ["insertion"],
+    "deletion": ["deletion"],
+    "lerf": ["lerf"],
+    "morf": ["morf"],
+    "mprt": ["mprt_spearman", "mprt_spearman_abs", "mprt_ssim"],
+    "pointing": ["pointing"],
+    "energy": ["energy"],
+    "pathway": ["pathway_probability", "pathway_change"],
+}
+
+
+@dataclass
+class Settings:
+    """What a run measures; part of every cache key."""
+
+    steps: int | None = None
+    fractions: tuple[float, ...] = M.FRACTIONS
+    seed: int = 0
+    mprt_layers: int | None = None
+    batch: int = 64
+    params: dict = field(default_factory=dict)  # per method
+
+
+@dataclass
+class Results:
+    """Per-input records (one dict per input and method) and the summary per method/metric."""
+
+    records: list[dict]
+    methods: list[str]
+    columns: list[str]
+
+    def summary(self) -> dict[str, dict[str, dict]]:
+        out = {}
+        for method in self.methods:
+            rows = [r for r in self.records if r["method"] == method]
+            out[method] = {}
+            for column in self.columns:
+                values = np.array([r.get(column, np.nan) for r in rows], np.float64)
+                values = values[np.isfinite(values)]
+                n = len(values)
+                mean = float(values.mean()) if n else float("nan")
+                half = float(1.96 * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+                out[method][column] = {"mean": mean, "ci95": half, "n": n}
+        return out
+
+    def curves(self, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Mean ``name`` curve ("insertion" or "deletion") per method: (fractions, scores)."""
+        out = {}
+        for method in self.methods:
+            rows = [r for r in self.records if r["method"] == method and f"{name}_curve" in r]
+            if rows:
+                scores = np.mean([r[f"{name}_curve"] for r in rows], axis=0)
+                out[method] = (np.asarray(rows[0][f"{name}_fractions"]), scores)
+        return out
+
+    def winners(self) -> dict[str, str]:
+        """The best method per column (by the mean, in the column's better direction)."""
+        best, summary = {}, self.summary()
+        for column in self.columns:
+            higher = METRICS[column][1]
+            signed = column == "mprt_spearman"  # a signed correlation: best near 0
+            scored = [(abs(s[column]["mean"]) if signed else s[column]["mean"], m)
+                      for m, s in summary.items() if np.isfinite(s[column]["mean"])]  # fmt: skip
+            if scored:
+                best[column] = (max if higher else min)(scored)[1]
+        return best
+
+
+def columns_for(groups: list[str], methods: list[str], has_masks: bool) -> list[str]:
+    cols = []
+    for group in groups:
+        if group in ("pointing", "energy") and not has_masks:
+            continue
+        if group == "pathway" and not any(METHODS[m].pathway for m in methods):
+            continue
+        cols += GROUPS[group]
+    return cols
+
+
+def target_masks(masks: dict, stem: str, label: str, shape: tuple[int, int]) -> np.ndarray:
+    """The union of ``stem``'s object masks of class ``label`` (masks.npz layout of the samples:
+    ``<stem>__obj<k>`` and ``<stem>__classes``), resized (nearest) to ``shape``; empty if none."""
+    classes = masks.get(f"{stem}__classes")
+    out = np.zeros(shape, bool)
+    if classes is None:
+        return out
+    for k, name in enumerate(np.atleast_1d(classes)):
+        mask = masks.get(f"{stem}__obj{k}")
+        if str(name) == label and mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != shape:
+                from PIL import Image
+
+                mask = np.asarray(Image.fromarray(mask).resize(shape[::-1], Image.NEAREST))
+            out |= mask
+    return out
+
+
+def _key(model_sha: str, item: Loaded, method: str, settings: Settings, groups) -> str:
+    blob = json.dumps(
+        [model_sha, item.source, hashlib.sha256(item.x.tobytes()).hexdigest(), method,
+         settings.params.get(method, {}), settings.steps, list(settings.fractions),
+         settings.seed, settings.mprt_layers, sorted(groups)],
+        default=str,
+    )  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def evaluate(
+    model: Model,
+    loaded: list[Loaded],
+    methods: list[str],
+    groups: list[str] | None = None,
+    settings: Settings | None = None,
+    masks: dict | None = None,
+    labels: list[str] | None = None,
+    cache: Path | None = None,
+    progress=None,
+) -> Results:
+    """Measure ``methods`` on ``loaded`` inputs with the metric ``groups`` (default all).
+
+    Targets are the model's predictions. ``masks``: object masks (see :func:`target_masks`) for
+    the localization metrics. ``cache``: a folder for the per-(input, method) records; records
+    already there are reused. ``progress(n)`` is called as inputs × methods complete.
+    """
+    settings = settings or Settings()
+    groups = list(GROUPS) if groups is None else list(groups)
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise InputError(f"unknown metric(s) {', '.join(sorted(unknown))}; use {', '.join(GROUPS)}")
+    for method in methods:
+        method_params(method, settings.params.get(method, {}))
+    if not loaded:
+        raise InputError("no inputs to evaluate")
+    sha = model.sha256()
+    names = labels or [str(i) for i in range(model.num_outputs)]
+    columns = columns_for(groups, methods, bool(masks))
+    cascade = None
+    records: dict[tuple[int, str], dict] = {}
+    todo: dict[str, list[int]] = {m: [] for m in methods}
+    for i, item in enumerate(loaded):
+        for method in methods:
+            path = (
+                None
+                if cache is None
+                else cache / f"{_key(sha, item, method, settings, groups)}.json"
+            )
+            if path is not None and path.exists():
+                try:
+                    records[i, method] = json.loads(path.read_text())
+                    if progress:
+                        progress(1)
+                    continue
+                except ValueError:
+                    pass  # a torn file from an interrupted run: recompute it
+            todo[method].append(i)
+    step = max(1, settings.batch // 4)
+    for method, indices in todo.items():
+        params = method_params(method, settings.params.get(method, {}))
+        for lo in range(0, len(indices), step):
+            chunk = indices[lo : lo + step]
+            if "mprt" in groups and cascade is None:
+                cascade = M.cascade_models(model, settings.seed, settings.mprt_layers)
+            found = _measure(model, [loaded[i] for i in chunk], method, params, groups, settings,
+                             masks, names, cascade)  # fmt: skip
+            for i, record in zip(chunk, found):
+                records[i, method] = record
+                if cache is not None:
+                    key = _key(sha, loaded[i], method, settings, groups)
+                    atomic_write_bytes(cache / f"{key}.json", json.dumps(record).encode())
+            if progress:
+                progress(len(chunk))
+    ordered = [records[i, m] for i in range(len(loaded)) for m in methods]
+    return Results(ordered, list(methods), columns)
+
+
+def _measure(model, items, method, params, groups, settings, masks, names, cascade):
+    x = np.stack([item.x for item in items]).astype(np.float32)
+    n = len(x)
+    fwd = model.forward(x)
+    target = fwd.prediction
+    entry = METHODS[method]
+    pathway = entry.pathway(model, x, target, **params) if entry.pathway else None
+    attribution = entry.from_pathway(pathway, x) if pathway else entry.run(model, x, target,
+                                                                          **params)  # fmt: skip
+    out = [
+        {"input": item.source, "method": method, "target": int(t), "label": names[int(t)]}
+        for item, t in zip(items, target)
+    ]
+    batch = settings.batch
+    if "insertion" in groups:
+        curve = M.insertion(model, x, attribution, target, settings.steps, batch=batch)
+        for r, auc, s in zip(out, curve.auc, curve.scores):
+            r.update(insertion=float(auc), insertion_curve=s.tolist(),
+                     insertion_fractions=curve.fractions.tolist())  # fmt: skip
+    if "deletion" in groups:
+        curve = M.deletion(model, x, attribution, target, settings.steps, batch=batch)
+        for r, auc, s in zip(out, curve.auc, curve.scores):
+            r.update(deletion=float(auc), deletion_curve=s.tolist(),
+                     deletion_fractions=curve.fractions.tolist())  # fmt: skip
+    for name, most in (("lerf", False), ("morf", True)):
+        if name in groups:
+            change = M.remove_fraction(model, x, attribution, target, settings.fractions, most,
+                                       batch=batch)  # fmt: skip
+            for r, c in zip(out, change):
+                r.update({name: float(c.mean()), f"{name}_curve": c.tolist(),
+                          "fractions": list(settings.fractions)})  # fmt: skip
+    if "mprt" in groups:
+        sims = [[] for _ in range(n)]
+        for randomized in cascade:
+            again = METHODS[method].run(randomized, x, target, **params)
+            for i in range(n):
+                sims[i].append(M.similarity(attribution[i], again[i]))
+        for r, layer_sims in zip(out, sims):
+            for key in ("spearman", "spearman_abs", "ssim"):
+                series = [s[key] for s in layer_sims]
+                r[f"mprt_{key}"] = float(np.nanmean(series)) if series else float("nan")
+                r[f"mprt_{key}_cascade"] = series
+    if masks and ("pointing" in groups or "energy" in groups):
+        _, h, w, _ = M._spatial(x)
+        stems = [Path(item.source.split("[")[0]).stem for item in items]
+        object_masks = np.stack([target_masks(masks, s, r["label"], (h, w))
+                                 for s, r in zip(stems, out)])  # fmt: skip
+        if "pointing" in groups:
+            for r, v in zip(out, M.pointing_game(attribution, object_masks)):
+                r["pointing"] = float(v)
+        if "energy" in groups:
+            for r, v in zip(out, M.energy_pointing(attribution, object_masks)):
+                r["energy"] = float(v)
+    if pathway is not None and "pathway" in groups:
+        conf = M.pathway_confidence(model, x, pathway.masks, target)
+        for r, p, c in zip(out, conf["pathway"], conf["change"]):
+            r.update(pathway_probability=float(p), pathway_change=float(c))
+    return out
+
+
+def table_text(results: Results) -> str:
+    """The summary as an aligned text table: methods × metrics, mean ± 95 % CI."""
+    summary, best = results.summary(), results.winners()
+    head = ["method"] + [c + (" ↑" if METRICS[c][1] else " ↓") for c in results.columns]
+    rows = []
+    for method in results.methods:
+        cells = [method]
+        for column in results.columns:
+            s = summary[method][column]
+            text = "n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f}"
+            if np.isfinite(s["ci95"]):
+                text += f" ± {s['ci95']:.3f}"
+            cells.append(text + (" *" if best.get(column) == method else ""))
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def table_markdown(results: Results) -> str:
+    summary, best = results.summary(), results.winners()
+    head = ["method"] + [c + (" ↑" if METRICS[c][1] else " ↓") for c in results.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for method in results.methods:
+        cells = [f"`{method}`"]
+        for column in results.columns:
+            s = summary[method][column]
+            text = "n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f}"
+            if np.isfinite(s["ci95"]):
+                text += f" ± {s['ci95']:.3f}"
+            cells.append(f"**{text}**" if best.get(column) == method else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def csv_text(results: Results) -> str:
+    lines = ["method,metric,mean,ci95,n,higher_is_better"]
+    for method, row in results.summary().items():
+        for column, s in row.items():
+            lines.append(f"{method},{column},{s['mean']:.6g},{s['ci95']:.6g},{s['n']},"
+                         f"{str(METRICS[column][1]).lower()}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def curves_png(results: Results) -> bytes | None:
+    """Insertion and deletion curves per method (mean over inputs) as PNG; None without
+    matplotlib or without curves."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = [(name, results.curves(name)) for name in ("insertion", "deletion")]
+    panels = [(name, c) for name, c in panels if c]
+    if not panels:
+        return None
+    import io
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    summary = results.summary()
+    for ax, (name, curves) in zip(axes[0], panels):
+        for method, (f, s) in curves.items():
+            ax.plot(f, s, label=f"{method} (AUC {summary[method][name]['mean']:.3f})")
+        ax.set_xlabel("fraction of pixels " + ("inserted" if name == "insertion" else "deleted"))
+        ax.set_ylabel("probability of the target")
+        ax.set_title(f"{name} ({'higher' if name == 'insertion' else 'lower'} is better)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
