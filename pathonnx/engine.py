@@ -291,7 +291,10 @@ class LinearEngine:
     """Runs the adjoint and frozen graphs of one model; built once, sessions reused."""
 
     #: Bytes of activations a single adjoint call may hold; rows are chunked to stay below.
-    memory_budget = 2 << 30
+    memory_budget = 1 << 30
+    #: Bytes of cotangent rows the pathwise sweep may keep between its stages (see
+    #: :class:`pathonnx.pathways._RowStore`); beyond it, rows are recomputed instead of kept.
+    store_budget = 2 << 30
 
     def __init__(self, model):
         self.model = model

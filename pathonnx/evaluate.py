@@ -273,10 +273,16 @@ def _measure(model, items, method, params, groups, settings, masks, names, casca
     return out
 
 
+def _heading(column: str) -> str:
+    if column == "mprt_spearman":
+        return column + " →0"
+    return column + (" ↑" if METRICS[column][1] else " ↓")
+
+
 def table_text(results: Results) -> str:
     """The summary as an aligned text table: methods × metrics, mean ± 95 % CI."""
     summary, best = results.summary(), results.winners()
-    head = ["method"] + [c + (" ↑" if METRICS[c][1] else " ↓") for c in results.columns]
+    head = ["method"] + [_heading(c) for c in results.columns]
     rows = []
     for method in results.methods:
         cells = [method]
@@ -294,7 +300,7 @@ def table_text(results: Results) -> str:
 
 def table_markdown(results: Results) -> str:
     summary, best = results.summary(), results.winners()
-    head = ["method"] + [c + (" ↑" if METRICS[c][1] else " ↓") for c in results.columns]
+    head = ["method"] + [_heading(c) for c in results.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for method in results.methods:
         cells = [f"`{method}`"]

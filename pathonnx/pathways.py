@@ -260,7 +260,7 @@ class _RowStore:
 
     :meth:`advance` walks the chunks from the stored cut down to the next one, and yields each
     chunk's cotangents there. The result replaces the store, chunk by chunk (each old chunk is
-    freed as its successor is made), only while it fits :attr:`LinearEngine.memory_budget`;
+    freed as its successor is made), only while it fits :attr:`LinearEngine.store_budget`;
     otherwise the store stays where it is and the next walk starts from it again, through the
     masks fixed meanwhile (more work, bounded memory). That is what runs a 1000-class VGG-16 at
     224×224, whose bottom gates hold 3.2 million units per row.
@@ -291,7 +291,7 @@ class _RowStore:
             yield j * self.step, values
             if j == 0:
                 per_row = sum(v.nbytes for v in values.values()) / len(bias)
-                fits = per_row * n * self.r <= self.engine.memory_budget
+                fits = per_row * n * self.r <= self.engine.store_budget
             if fits:
                 new.append((values, bias + part))
                 self.chunks[j] = None  # freed now: the store never holds two cuts whole

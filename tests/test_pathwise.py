@@ -148,7 +148,7 @@ def test_sweep_under_a_tiny_memory_budget_gives_the_same_pathway(arch, exported)
     x = zoo.example_input(arch, batch=2, seed=7)
     model = pathonnx.load(path, device="cpu")
     whole = pathonnx.pathwise(model, x, width=8)
-    model.engine.memory_budget = 1
+    model.engine.memory_budget = model.engine.store_budget = 1
     chunked = pathonnx.pathwise(model, x, width=8)
     assert whole.masks.keys() == chunked.masks.keys()
     for name, mask in whole.masks.items():

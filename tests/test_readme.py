@@ -78,3 +78,15 @@ def test_readme_explain_commands_run_as_written(command, tmp_path):
     assert report["completeness_error"] < 1e-5
     if "--target triangle" in command:
         assert report["target"]["label"] == "triangle"
+
+
+@pytest.mark.parametrize("model", ["shapes_vgg", "shapes_resnet"])
+def test_readme_evaluation_tables_are_the_evaluate_output(model):
+    # the tables are pasted from `pathonnx evaluate`'s results.md, whose run the README shows
+    table = README.split(f"<!-- evaluate:{model} -->\n", 1)[1].split("<!-- /evaluate -->")[0]
+    written = (ROOT / "docs" / "evaluation" / model / "results.md").read_text()
+    assert table.strip() == written.strip()
+    rows = (ROOT / "docs" / "evaluation" / model / "results.csv").read_text().splitlines()[1:]
+    insertion = [r.split(",") for r in rows if r.split(",")[1] == "insertion"]
+    assert len(insertion) == 10 and all(r[4] == "60" for r in insertion)  # methods, inputs
+    assert f"-o docs/evaluation/{model}\n" in README
