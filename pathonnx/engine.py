@@ -364,6 +364,15 @@ class LinearEngine:
             argmax={m.name: values[m.argmax] for m in model.maxpools},
         )
 
+    @property
+    def sparse_walker(self):
+        """The sparse walk below narrow gates (:mod:`pathonnx.sparse`), built once."""
+        if not hasattr(self, "_sparse"):
+            from .sparse import SparseWalker
+
+            self._sparse = SparseWalker(self.model)
+        return self._sparse
+
     def suffix_session(self, cut: int):
         """Session of the network above ``cut`` (see :func:`build_suffix`), built once."""
         return self._cached(("suffix", cut), lambda: build_suffix(self.model.canonical, cut))[1]

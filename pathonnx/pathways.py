@@ -228,13 +228,23 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     if valid is not None:
         seeds[~valid] = 0.0
     sweep = _RowStore(engine, fwd, {"seed": seeds.reshape(n * r, k)}, None, np.zeros(n * r), r)
+    walker, sparse = model.engine.sparse_walker, None
     masks, kept = {}, {}
     for index in range(len(gates) - 1, len(gates) - 1 - depth, -1):
         gate = gates[index]
+        if sparse is None and _narrow(walker, gates, cuts, index, masks, sweep.start):
+            sparse = _Sparse.from_store(sweep, gates[index + 1], masks[gates[index + 1].name])
+        if sparse is not None and not _narrow(walker, gates, cuts, index, masks, sparse.start):
+            sweep, sparse = sparse.to_store(engine, fwd, gates[index + 1]), None
+        if sparse is not None:
+            sparse.advance(walker, fwd, cuts[index], masks)
         if forced is not None and index == len(gates) - 1:
             for _ in sweep.advance(cuts[index], masks):
                 pass  # seeded, not selected: the walk only moves the store down
             mask = forced.reshape(n, gate.units)
+        elif sparse is not None:
+            mask = select_units(sparse.importance(fwd, gate, row, valid), _width(width, gate.units),
+                                alpha)  # fmt: skip
         else:
             h = fwd.activations[gate.name].reshape(n, gate.units)
             score = _Importance(h, row, valid)
@@ -244,14 +254,101 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
         masks[gate.name] = mask.reshape(n, *gate.shape)
         kept[gate.name] = mask.sum(axis=1)
     # Below the last visited gate only the target's row matters: carry that one row.
-    cotangents, bias = sweep.rows(row)
-    cotangents, part = engine.stage(fwd, cotangents, sweep.start, 0, masks, single_row=True)
-    bias = bias + part
-    grad = cotangents["grad"]
+    last = len(gates) - depth
+    if sparse is None and _narrow(walker, gates, cuts, -1, masks, sweep.start, last):
+        sparse = _Sparse.from_store(sweep, gates[last], masks[gates[last].name])
+    if sparse is not None and walker.can_walk(sparse.start, 0):
+        grad, bias = sparse.to_input(walker, fwd, row, masks, model.input_shape)
+    else:
+        if sparse is not None:
+            sweep = sparse.to_store(engine, fwd, gates[last])
+        cotangents, bias = sweep.rows(row)
+        cotangents, part = engine.stage(fwd, cotangents, sweep.start, 0, masks, single_row=True)
+        bias = bias + part
+        grad = cotangents["grad"]
     linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
     params = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}
     stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept)}
     return Pathway(masks, target, linear, "pathwise", params, stats)
+
+
+def _narrow(walker, gates, cuts, index, masks, start, above=None) -> bool:
+    """Whether the stage from the cut after gate ``above`` (default ``index + 1``) down to the
+    cut after gate ``index`` (the model input for -1) can run sparse: the gate above keeps at
+    most 1/16 of its units in every sample, the walk is stored at its cut, and the stage is a
+    chain the :class:`~pathonnx.sparse.SparseWalker` covers."""
+    above = index + 1 if above is None else above
+    if above >= len(gates) or gates[above].name not in masks or start != cuts[above]:
+        return False
+    mask = masks[gates[above].name].reshape(len(masks[gates[above].name]), -1)
+    if mask.sum(axis=1).max() * 16 > mask.shape[1]:
+        return False
+    return walker.can_walk(cuts[above], cuts[index] if index >= 0 else 0)
+
+
+class _Sparse:
+    """The sweep's rows below a narrow gate, per sample: the flat positions with a nonzero
+    cotangent (``idx``) and their values (rows × positions), at the cut ``start``."""
+
+    def __init__(self, start: int, entries: list, bias: np.ndarray, rows: int):
+        self.start, self.entries, self.bias, self.r = start, entries, bias, rows
+
+    @classmethod
+    def from_store(cls, store, gate, mask: np.ndarray) -> _Sparse:
+        """The stored dense rows at the cut after ``gate``, on the units its mask keeps (the
+        gate's transpose zeroes every other one)."""
+        n = store.n
+        flat = mask.reshape(n, -1)
+        entries = []
+        for i in range(n):
+            idx = np.flatnonzero(flat[i])
+            parts = [c[f"ct:{gate.name}"].reshape(n, -1, gate.units)[i][:, idx]
+                     for c, _ in store.chunks]  # fmt: skip
+            entries.append((idx, np.concatenate(parts, axis=0)))
+        bias = np.concatenate([b.reshape(n, -1) for _, b in store.chunks], axis=1)
+        return cls(store.start, entries, bias, store.r)
+
+    def advance(self, walker, fwd, stop: int, masks: dict) -> None:
+        for i, (idx, vals) in enumerate(self.entries):
+            idx, vals, part = walker.walk(fwd, i, idx, vals, self.start, stop, masks)
+            self.entries[i] = (idx, vals)
+            self.bias[i] = self.bias[i] + part
+        self.start = stop
+
+    def importance(self, fwd, gate, row: np.ndarray, valid) -> np.ndarray:
+        """Algorithm 1's score at ``gate`` (N, units): computed on the positions with a
+        cotangent; every other unit contributes 0 to every class, a uniform softmax."""
+        n = len(self.entries)
+        out = np.empty((n, gate.units), np.float32)
+        for i, (idx, vals) in enumerate(self.entries):
+            rows = self.r if valid is None else int(valid[i].sum())
+            out[i] = np.float32(1) / np.float32(rows)
+            h = fwd.activations[gate.name][i].reshape(1, -1)[:, idx]
+            score = _Importance(h, row[i : i + 1], None if valid is None else valid[i : i + 1])
+            score.add(vals[None], 0)
+            out[i, idx] = score.result()[0]
+        return out
+
+    def to_store(self, engine, fwd, gate) -> _RowStore:
+        """The rows as dense arrays again, for a stage the sparse walk does not cover."""
+        n = len(self.entries)
+        dense = np.zeros((n, self.r, gate.units), np.float32)
+        for i, (idx, vals) in enumerate(self.entries):
+            dense[i][:, idx] = vals
+        cotangents = {f"ct:{gate.name}": dense.reshape(n * self.r, *gate.shape)}
+        return _RowStore(engine, fwd, cotangents, self.start, self.bias.reshape(-1), self.r)
+
+    def to_input(self, walker, fwd, row: np.ndarray, masks: dict, input_shape):
+        """The target's row walked down to the input: W^p (N, *input_shape) and b^p (N,)."""
+        n = len(self.entries)
+        grad = np.zeros((n, int(np.prod(input_shape))), np.float32)
+        bias = np.empty(n)
+        for i, (idx, vals) in enumerate(self.entries):
+            pick = vals[int(row[i]) : int(row[i]) + 1]
+            found, values, part = walker.walk(fwd, i, idx, pick, self.start, 0, masks)
+            grad[i, found] = values[0]
+            bias[i] = self.bias[i, int(row[i])] + part[0]
+        return grad.reshape(n, *input_shape), bias
 
 
 class _RowStore:

@@ -126,6 +126,11 @@ def test_image_formats_give_the_same_input(vgg, tmp_path):
     blended = (rgb * (128 / 255) + 255 * (1 - 128 / 255)) / 255
     got = explain(vgg, str(tmp_path / "c.png")).x
     np.testing.assert_allclose(got, ((blended - MEAN) / STD).transpose(2, 0, 1), atol=1e-4)
+    # JPEG is lossy: the input is what its decoder gives
+    Image.fromarray(rgb).save(tmp_path / "d.jpg", quality=90)
+    np.testing.assert_allclose(
+        explain(vgg, str(tmp_path / "d.jpg")).x, by_hand(tmp_path / "d.jpg"), atol=1e-5
+    )
 
 
 def test_sixteen_bit_grey_image(tmp_path):

@@ -155,3 +155,29 @@ def test_sweep_under_a_tiny_memory_budget_gives_the_same_pathway(arch, exported)
         assert (mask != chunked.masks[name]).mean() <= 0.001, name
     np.testing.assert_allclose(chunked.linear.W, whole.linear.W, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(chunked.linear.b, whole.linear.b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arch", "params"),
+    [("vgg_bn", {"width": 1}), ("vgg_bn", {"width": 3}), ("mlp", {"width": 2}),
+     ("vgg_bn", {"width": "1%", "depth": 4}), ("leaky_prelu", {"width": 2}),
+     ("mobilenetv2", {"width": 2})],
+)  # fmt: skip
+def test_sparse_walk_below_narrow_gates_equals_the_dense_walk(arch, params, exported, monkeypatch):
+    from pathonnx import pathways
+    from pathonnx.sparse import SparseWalker
+
+    path, _ = exported(arch)
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input(arch, batch=2, seed=11)
+    calls = []
+    walk = SparseWalker.walk
+    monkeypatch.setattr(SparseWalker, "walk", lambda self, *a: calls.append(1) or walk(self, *a))
+    fast = pathonnx.pathwise(model, x, **params)
+    assert calls or arch == "mobilenetv2"  # every stage of a plain chain is walked sparse
+    monkeypatch.setattr(pathways, "_narrow", lambda *a, **k: False)
+    dense = pathonnx.pathwise(model, x, **params)
+    for name, mask in dense.masks.items():
+        assert (mask != fast.masks[name]).mean() <= 0.001, name
+    np.testing.assert_allclose(fast.linear.W, dense.linear.W, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast.linear.b, dense.linear.b, rtol=1e-4, atol=1e-5)
