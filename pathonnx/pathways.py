@@ -84,6 +84,39 @@ def select_units(importance: np.ndarray, width: int, alpha: float) -> np.ndarray
     return mask
 
 
+def select_sparse(imp, idx, units: int, width: int, alpha: float, fill) -> np.ndarray:
+    """:func:`select_units` for one sample whose units outside ``idx`` (ascending) all score
+    ``fill``; ``imp`` scores the units at ``idx``. Returns the (units,) mask."""
+    alpha = np.float32(alpha)
+    mask = np.zeros(units, bool)
+    if alpha < fill:  # units outside the support pass alpha too: the full rule
+        full = np.full(units, fill, np.float32)
+        full[idx] = imp
+        return select_units(full[None], width, alpha)[0]
+    passing = np.flatnonzero(imp > alpha)  # only these can pass; they outrank all others
+    if len(passing):
+        order = np.lexsort((idx[passing], -imp[passing]))[:width]  # score down, index up
+        mask[idx[passing[order]]] = True
+        return mask
+    best = imp.max() if len(imp) else -np.inf
+    outside = _first_outside(idx, units)
+    if outside is None or best > fill:
+        mask[idx[int(np.argmax(imp))]] = True
+    elif best < fill:
+        mask[outside] = True
+    else:  # a tie at fill: the lowest index among the tied
+        mask[min(outside, int(idx[int(np.argmax(imp == best))]))] = True
+    return mask
+
+
+def _first_outside(idx: np.ndarray, units: int) -> int | None:
+    """The smallest unit index not in ``idx`` (ascending, unique), or None."""
+    if len(idx) == units:
+        return None
+    gaps = np.flatnonzero(idx != np.arange(len(idx)))
+    return int(gaps[0]) if len(gaps) else len(idx)
+
+
 class _Importance:
     """Algorithm 1's score at one gate, ``softmax_c(h·∂logit_c/∂h)[target]`` (N, units), built
     from chunks of rows (classes) so that all K rows never need to be in memory at once.
@@ -243,8 +276,7 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
                 pass  # seeded, not selected: the walk only moves the store down
             mask = forced.reshape(n, gate.units)
         elif sparse is not None:
-            mask = select_units(sparse.importance(fwd, gate, row, valid), _width(width, gate.units),
-                                alpha)  # fmt: skip
+            mask = sparse.select(fwd, gate, row, valid, _width(width, gate.units), alpha)
         else:
             h = fwd.activations[gate.name].reshape(n, gate.units)
             score = _Importance(h, row, valid)
@@ -315,19 +347,20 @@ class _Sparse:
             self.bias[i] = self.bias[i] + part
         self.start = stop
 
-    def importance(self, fwd, gate, row: np.ndarray, valid) -> np.ndarray:
-        """Algorithm 1's score at ``gate`` (N, units): computed on the positions with a
-        cotangent; every other unit contributes 0 to every class, a uniform softmax."""
+    def select(self, fwd, gate, row: np.ndarray, valid, width: int, alpha: float) -> np.ndarray:
+        """Algorithm 1's choice at ``gate`` (N, units), scored on the positions with a
+        cotangent only: every other unit contributes 0 to every class, so its score is the
+        uniform softmax ``1/K`` (``fill``), the same float32 value the dense score gives it."""
         n = len(self.entries)
-        out = np.empty((n, gate.units), np.float32)
+        mask = np.zeros((n, gate.units), bool)
         for i, (idx, vals) in enumerate(self.entries):
             rows = self.r if valid is None else int(valid[i].sum())
-            out[i] = np.float32(1) / np.float32(rows)
+            fill = np.float32(1) / np.float32(rows)
             h = fwd.activations[gate.name][i].reshape(1, -1)[:, idx]
             score = _Importance(h, row[i : i + 1], None if valid is None else valid[i : i + 1])
             score.add(vals[None], 0)
-            out[i, idx] = score.result()[0]
-        return out
+            mask[i] = select_sparse(score.result()[0], idx, gate.units, width, alpha, fill)
+        return mask
 
     def to_store(self, engine, fwd, gate) -> _RowStore:
         """The rows as dense arrays again, for a stage the sparse walk does not cover."""

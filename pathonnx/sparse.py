@@ -82,6 +82,8 @@ class SparseWalker:
         ``stop`` (the model input when 0), for sample ``i``; returns (idx, vals, bias (rows,))."""
         bias = np.zeros(len(vals), np.float64)
         for node in reversed(self.nodes[stop:start]):
+            if len(idx) == 0:  # no cotangent left: nothing reaches below, no bias either
+                break
             idx, vals, part = getattr(self, "_" + node.op_type.lower())(node, fwd, i, idx, vals,
                                                                         masks)  # fmt: skip
             if part is not None:
@@ -152,7 +154,7 @@ class SparseWalker:
         pool = self.pools[node.output[0]]
         size = int(np.prod(self.shapes[node.input[0]]))
         source = fwd.argmax[pool.name][i].reshape(-1)[idx] - i * size  # onnxruntime: N·C·H·W
-        return (*_merge(source, vals), None)
+        return (*_merge(source, vals, size), None)
 
     def _conv(self, node, fwd, i, idx, vals, masks):
         w = self.const(node.input[1])
@@ -176,12 +178,18 @@ class SparseWalker:
         part = None
         if len(node.input) > 2 and node.input[2]:
             part = vals.astype(np.float64) @ self.const(node.input[2])[co].astype(np.float64)
-        return (*_merge(target.reshape(-1)[keep], spread[:, keep]), part)
+        return (*_merge(target.reshape(-1)[keep], spread[:, keep], c * h * wd), part)
 
 
-def _merge(positions: np.ndarray, vals: np.ndarray):
-    """Entries at repeated positions summed: (unique positions, rows × unique)."""
-    unique, inverse = np.unique(positions, return_inverse=True)
+def _merge(positions: np.ndarray, vals: np.ndarray, size: int):
+    """Entries at repeated positions (in ``[0, size)``) summed: (unique positions, rows ×
+    unique). A mark array of ``size`` finds the unique positions without sorting."""
+    seen = np.zeros(size, bool)
+    seen[positions] = True
+    unique = np.flatnonzero(seen)
+    slot = np.empty(size, np.int32)
+    slot[unique] = np.arange(len(unique))
+    inverse = slot[positions]
     out = np.empty((len(vals), len(unique)), np.float32)
     for row in range(len(vals)):
         out[row] = np.bincount(inverse, weights=vals[row], minlength=len(unique))

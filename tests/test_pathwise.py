@@ -181,3 +181,20 @@ def test_sparse_walk_below_narrow_gates_equals_the_dense_walk(arch, params, expo
         assert (mask != fast.masks[name]).mean() <= 0.001, name
     np.testing.assert_allclose(fast.linear.W, dense.linear.W, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(fast.linear.b, dense.linear.b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sparse_selection_is_the_rule_on_the_full_scores(seed):
+    from pathonnx.pathways import select_sparse
+
+    rng = np.random.default_rng(seed)
+    units, k = int(rng.integers(5, 40)), int(rng.integers(2, 6))
+    fill = np.float32(1) / np.float32(k)
+    idx = np.sort(rng.choice(units, int(rng.integers(0, units + 1)), replace=False))
+    imp = rng.choice([fill, fill / 2, fill * 1.5, 0.9], len(idx)).astype(np.float32)
+    alpha = float(rng.choice([fill, fill * 0.5, 0.5, 0.95]))
+    width = int(rng.integers(1, units + 1))
+    full = np.full(units, fill, np.float32)
+    full[idx] = imp
+    want = select_units(full[None], width, alpha)[0]
+    np.testing.assert_array_equal(select_sparse(imp, idx, units, width, alpha, fill), want)
