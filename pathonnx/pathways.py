@@ -491,11 +491,8 @@ def critical_pathway(
     """
     if method not in ("mct", "intgrad"):
         raise InputError(f"critical pathway method {method!r} is unknown; use 'mct' or 'intgrad'")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise InputError(f"sparsity {sparsity} must be in [0, 1)")
-    fwd = model.forward(x)
+    fwd, target = network_wide_start(model, x, target, sparsity)
     n = len(fwd.x)
-    target = fwd.prediction if target is None else model.check_target(target, n)
     if method == "mct":
         grads = gate_cotangents(model, fwd, target)
         scores = {
@@ -507,13 +504,28 @@ def critical_pathway(
         scores = {name: value.reshape(n, -1) for name, value in found.items()}
     # Khakzar et al. rank all neurons of the network together, not layer by layer.
     threshold = np.percentile(np.concatenate(list(scores.values()), axis=1), 100 * sparsity, axis=1)
-    masks = {
-        g.name: (scores[g.name] > threshold[:, None]).reshape(n, *g.shape) for g in model.gates
-    }
+    masks = {g.name: scores[g.name] > threshold[:, None] for g in model.gates}
+    return pathway_from_masks(model, fwd, target, masks, method, {"sparsity": float(sparsity)})
+
+
+def network_wide_start(model: Model, x, target, sparsity: float):
+    """Checks shared by the network-wide pathway methods; returns the forward pass at x and
+    the targets (default: the prediction)."""
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise InputError(f"sparsity {sparsity} must be in [0, 1)")
+    fwd = model.forward(x)
+    target = fwd.prediction if target is None else model.check_target(target, len(fwd.x))
+    return fwd, target
+
+
+def pathway_from_masks(model, fwd, target, flat: dict, method: str, params: dict, extra=None):
+    """The Pathway of per-gate masks (N, units): its linear model at x and its statistics."""
+    n = len(fwd.x)
+    masks = {g.name: flat[g.name].reshape(n, *g.shape) for g in model.gates}
     linear = model.engine.linearize(fwd.x, target, masks, fwd=fwd)
     kept = {name: m.reshape(n, -1).sum(1) for name, m in masks.items()}
-    stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept)}
-    return Pathway(masks, target, linear, method, {"sparsity": float(sparsity)}, stats)
+    stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept), **(extra or {})}
+    return Pathway(masks, target, linear, method, params, stats)
 
 
 def jaccard(a: Pathway, b: Pathway) -> np.ndarray:

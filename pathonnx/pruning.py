@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import InputError
 from .model import Model
-from .pathways import Pathway, _dead_share, gate_cotangents
+from .pathways import Pathway, gate_cotangents, network_wide_start, pathway_from_masks
 
 
 def pruned_pathway(
@@ -42,17 +42,10 @@ def pruned_pathway(
     ``gamma=1e-3``, ``seed=0``). It keeps ``1 − sparsity`` of all units of all gates."""
     if method not in SOLVERS:
         raise InputError(f"pruning method {method!r} is unknown; use one of {', '.join(SOLVERS)}")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise InputError(f"sparsity {sparsity} must be in [0, 1)")
-    fwd = model.forward(x)
-    n = len(fwd.x)
-    target = fwd.prediction if target is None else model.check_target(target, n)
+    fwd, target = network_wide_start(model, x, target, sparsity)
     flat, extra = SOLVERS[method](model, fwd, target, float(sparsity), **params)
-    masks = {g.name: flat[g.name].reshape(n, *g.shape) for g in model.gates}
-    linear = model.engine.linearize(fwd.x, target, masks, fwd=fwd)
-    kept = {name: m.reshape(n, -1).sum(1) for name, m in masks.items()}
-    stats = {"units_kept": kept, "dead_share": _dead_share(fwd, masks, kept), **extra}
-    return Pathway(masks, target, linear, method, {"sparsity": float(sparsity), **params}, stats)
+    params = {"sparsity": float(sparsity), **params}
+    return pathway_from_masks(model, fwd, target, flat, method, params, extra)
 
 
 def _budget(model: Model, sparsity: float) -> int:
