@@ -121,7 +121,7 @@ def run_explain(ctx, model, images, **opts) -> None:
         notes.append(note)
     method = opts["method"]
     params = {}
-    for key in ("depth", "width", "alpha", "sparsity", "steps"):
+    for key in ("depth", "width", "alpha", "classes", "sparsity", "steps"):
         value = opts[key] if key != "width" else _width(opts[key])
         if value is not None:
             params[key] = value
@@ -150,6 +150,12 @@ def run_explain(ctx, model, images, **opts) -> None:
         for item in load_inputs(path, pre, loaded_model.input_shape, opts["grey_to_rgb"])
     ]
     check_out_dir(out, [item.source for item in loaded], files)
+    k = loaded_model.num_outputs
+    if "pathwise" in (method, *compare) and k >= 100 and opts["classes"] is None:
+        notes.append(
+            f"exact pathwise carries all {k} classes down the network, which takes minutes on a "
+            "CPU for a large model; --classes 20 approximates it with the top 20"
+        )
     for note in notes:
         click.echo(f"note: {note}", err=True)
     batch = max(1, opts["batch"])
@@ -264,6 +270,9 @@ def explain_options(func):
         click.option("--depth", type=int, help="pathwise: gates from the top to select in."),
         click.option("--width", help="pathwise: max units per gate, a count or a share (5%)."),
         click.option("--alpha", type=float, help="pathwise: importance threshold (default 1/K)."),
+        click.option("--classes", type=int,
+                     help="pathwise: softmax over the top N logits + the target, not all K "
+                          "(an approximation; faster for many classes)."),
         click.option("--sparsity", type=float, help="mct/intgrad: share of units removed."),
         click.option("--steps", type=int, help="intgrad/integrated_gradients: steps."),
         click.option("-p", "--param", multiple=True, help="Any other method parameter, k=v."),

@@ -186,10 +186,10 @@ def gradcam(model, x, target, gate):
     return np.broadcast_to(up[:, None], x.shape).astype(np.float32)
 
 
-@register_pathway("pathwise", "product", depth=None, width=None, alpha=None)
-def pathwise_pathway(model, x, target, depth, width, alpha):
+@register_pathway("pathwise", "product", depth=None, width=None, alpha=None, classes=None)
+def pathwise_pathway(model, x, target, depth, width, alpha, classes):
     """Pathwise explanation: the pathway's W^p ⊙ x (arXiv:2506.18037, Algorithm 1)."""
-    return pathwise(model, x, target, depth, width, alpha)
+    return pathwise(model, x, target, depth, width, alpha, classes)
 
 
 @register_pathway("mct", "gradient", sparsity=0.9)

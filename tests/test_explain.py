@@ -182,7 +182,7 @@ def test_flags_reach_the_api(vgg, tmp_path):
         "--batch", 1, "--device", "cpu",
     )  # fmt: skip
     report = json.loads(result.stdout)
-    assert report["params"] == {"depth": 3, "width": "5%", "alpha": 0.2}
+    assert report["params"] == {"depth": 3, "width": "5%", "alpha": 0.2, "classes": None}
     assert report["target"] == {**report["target"], "index": 1, "label": "square"}
     assert report["compare"] == ["gradcam", "saliency"] and len(report["paths"]) == 2
     x = by_hand(IMAGE)[None]
@@ -206,6 +206,8 @@ def test_flags_reach_the_api(vgg, tmp_path):
         (["--method", "intgrad", "--steps", "4", "--sparsity", "0.5"], "intgrad",
          {"sparsity": 0.5, "steps": 4}),
         (["--target", "4", "--method", "deconvnet"], "deconvnet", {}),
+        (["--classes", "2", "--width", "6"], "pathwise",
+         {"depth": None, "width": 6, "alpha": None, "classes": 2}),
     ],
 )  # fmt: skip
 def test_method_flags(vgg, tmp_path, flags, method, params):
@@ -361,6 +363,7 @@ def test_help_lists_every_flag_with_an_example():
         "--depth",
         "--width",
         "--alpha",
+        "--classes",
         "--paths",
         "--target",
         "--compare",
