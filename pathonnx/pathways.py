@@ -69,7 +69,8 @@ def select_units(importance: np.ndarray, width: int, alpha: float) -> np.ndarray
     ``width`` are the units above the width-th largest value, plus the lowest-indexed ties.
     """
     n, units = importance.shape
-    alpha = importance.dtype.type(alpha)  # compare in the importance's own precision
+    # compare in the importance's own precision; alpha may be one per sample
+    alpha = np.asarray(alpha, importance.dtype).reshape(-1, 1)
     mask = importance > alpha
     if width < units:
         for i in range(n):
@@ -177,9 +178,10 @@ def pathwise(
 
     ``classes=k`` is an explicit approximation for many classes: the softmax runs over the k
     highest logits plus the target instead of all K outputs, so the sweep carries k (or k + 1)
-    rows instead of K. Dropping classes only shrinks the softmax's denominator, so importances
-    can only grow: with the same ``alpha`` the approximation keeps the exact selection's units
-    and possibly more.
+    rows instead of K. Its default ``alpha`` is 1/R for the R rows of its softmax (k or
+    k + 1), the score of a unit that contributes nothing: 1/K would let every such unit pass.
+    Dropping classes only shrinks the softmax's denominator, so with one same ``alpha`` the
+    approximation keeps the exact selection's units and possibly more.
     """
     fwd = model.forward(x)
     target = fwd.prediction if target is None else model.check_target(target, len(fwd.x))
@@ -251,10 +253,15 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     depth = len(gates) if depth is None else int(depth)
     if not 1 <= depth <= len(gates):
         raise InputError(f"depth {depth} is out of range; the model has {len(gates)} gates")
-    alpha = 1.0 / k if alpha is None else float(alpha)
+    chosen, valid, row = _rows(fwd.logits, target, classes)
+    if alpha is None and valid is not None:
+        # the approximation's softmax has R = k or k + 1 rows: 1/R is its uniform level
+        alpha_rows = 1.0 / valid.sum(axis=1)
+    else:
+        alpha_rows = np.full(n, 1.0 / k if alpha is None else float(alpha))
+    alpha = float(alpha_rows[0]) if alpha is None and valid is None else alpha
     engine = model.engine
     cuts = engine.gate_cuts()
-    chosen, valid, row = _rows(fwd.logits, target, classes)
     r = chosen.shape[1]
     seeds = np.zeros((n, r, k), np.float32)
     seeds[np.arange(n)[:, None], np.arange(r)[None], chosen] = 1.0
@@ -276,13 +283,13 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
                 pass  # seeded, not selected: the walk only moves the store down
             mask = forced.reshape(n, gate.units)
         elif sparse is not None:
-            mask = sparse.select(fwd, gate, row, valid, _width(width, gate.units), alpha)
+            mask = sparse.select(fwd, gate, row, valid, _width(width, gate.units), alpha_rows)
         else:
             h = fwd.activations[gate.name].reshape(n, gate.units)
             score = _Importance(h, row, valid)
             for lo, values in sweep.advance(cuts[index], masks):
                 score.add(values[f"ct:{gate.name}"].reshape(n, -1, gate.units), lo)
-            mask = select_units(score.result(), _width(width, gate.units), alpha)
+            mask = select_units(score.result(), _width(width, gate.units), alpha_rows)
         masks[gate.name] = mask.reshape(n, *gate.shape)
         kept[gate.name] = mask.sum(axis=1)
     # Below the last visited gate only the target's row matters: carry that one row.
@@ -347,7 +354,7 @@ class _Sparse:
             self.bias[i] = self.bias[i] + part
         self.start = stop
 
-    def select(self, fwd, gate, row: np.ndarray, valid, width: int, alpha: float) -> np.ndarray:
+    def select(self, fwd, gate, row: np.ndarray, valid, width: int, alpha) -> np.ndarray:
         """Algorithm 1's choice at ``gate`` (N, units), scored on the positions with a
         cotangent only: every other unit contributes 0 to every class, so its score is the
         uniform softmax ``1/K`` (``fill``), the same float32 value the dense score gives it."""
@@ -359,7 +366,7 @@ class _Sparse:
             h = fwd.activations[gate.name][i].reshape(1, -1)[:, idx]
             score = _Importance(h, row[i : i + 1], None if valid is None else valid[i : i + 1])
             score.add(vals[None], 0)
-            mask[i] = select_sparse(score.result()[0], idx, gate.units, width, alpha, fill)
+            mask[i] = select_sparse(score.result()[0], idx, gate.units, width, alpha[i], fill)
         return mask
 
     def to_store(self, engine, fwd, gate) -> _RowStore:

@@ -155,7 +155,12 @@ def _short(text: str) -> str:
 
 
 def _params_text(params: dict) -> str:
-    shown = [f"{k}={'all' if v is None else v}" for k, v in params.items() if k != "batch"]
+    def text(key, value):
+        if value is None:
+            return "all" if key in ("depth", "width", "classes") else "default"
+        return value
+
+    shown = [f"{k}={text(k, v)}" for k, v in params.items() if k != "batch"]
     return "(" + ", ".join(shown) + ")" if shown else ""
 
 

@@ -138,6 +138,12 @@ def test_classes_approximation_agrees_with_the_exact_selection(exported):
     assert agreement[9] >= 0.85 and agreement[6] >= 0.7 and agreement[3] >= 0.4, agreement
     all_k = pathonnx.pathwise(model, x, target, depth=4, width=16, classes=10)
     assert all(np.array_equal(all_k.masks[g], exact.masks[g]) for g in exact.masks)
+    # without a width, the default alpha 1/R keeps no unit that contributes nothing: no dead
+    # unit (with alpha 1/K, every unit would pass the approximation's softmax over R < K rows)
+    free = pathonnx.pathwise(model, x, target, classes=3)
+    for name, share in free.stats["dead_share"].items():
+        assert (share == 0).all(), name
+        assert (free.stats["units_kept"][name] < np.prod(free.masks[name].shape[1:])).all()
 
 
 @pytest.mark.parametrize("arch", ["resnet", "vgg_bn"])
