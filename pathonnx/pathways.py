@@ -24,6 +24,7 @@ from .engine import Linear, live_tensors
 from .errors import InputError
 from .forward import Forward
 from .model import Model
+from .sparse import TooDense
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,8 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
             sparse = _Sparse.from_store(sweep, gates[index + 1], masks[gates[index + 1].name])
         if sparse is not None and not _narrow(walker, gates, cuts, index, masks, sparse.start):
             sweep, sparse = sparse.to_store(engine, fwd, gates[index + 1]), None
-        if sparse is not None:
-            sparse.advance(walker, fwd, cuts[index], masks)
+        if sparse is not None and not sparse.advance(walker, fwd, cuts[index], masks):
+            sweep, sparse = sparse.to_store(engine, fwd, gates[index + 1]), None  # too dense
         if forced is not None and index == len(gates) - 1:
             for _ in sweep.advance(cuts[index], masks):
                 pass  # seeded, not selected: the walk only moves the store down
@@ -296,8 +297,11 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     last = len(gates) - depth
     if sparse is None and _narrow(walker, gates, cuts, -1, masks, sweep.start, last):
         sparse = _Sparse.from_store(sweep, gates[last], masks[gates[last].name])
+    found = None
     if sparse is not None and walker.can_walk(sparse.start, 0):
-        grad, bias = sparse.to_input(walker, fwd, row, masks, model.input_shape)
+        found = sparse.to_input(walker, fwd, row, masks, model.input_shape)
+    if found is not None:
+        grad, bias = found
     else:
         if sparse is not None:
             sweep = sparse.to_store(engine, fwd, gates[last])
@@ -347,12 +351,20 @@ class _Sparse:
         bias = np.concatenate([b.reshape(n, -1) for _, b in store.chunks], axis=1)
         return cls(store.start, entries, bias, store.r)
 
-    def advance(self, walker, fwd, stop: int, masks: dict) -> None:
-        for i, (idx, vals) in enumerate(self.entries):
-            idx, vals, part = walker.walk(fwd, i, idx, vals, self.start, stop, masks)
+    def advance(self, walker, fwd, stop: int, masks: dict) -> bool:
+        """Walk down to ``stop``; False (and no change) when the cotangent grows too dense for
+        the sparse walk, so that the caller runs the stage dense instead."""
+        walked = []
+        try:
+            for i, (idx, vals) in enumerate(self.entries):
+                walked.append(walker.walk(fwd, i, idx, vals, self.start, stop, masks))
+        except TooDense:
+            return False
+        for i, (idx, vals, part) in enumerate(walked):
             self.entries[i] = (idx, vals)
             self.bias[i] = self.bias[i] + part
         self.start = stop
+        return True
 
     def select(self, fwd, gate, row: np.ndarray, valid, width: int, alpha) -> np.ndarray:
         """Algorithm 1's choice at ``gate`` (N, units), scored on the positions with a
@@ -379,13 +391,17 @@ class _Sparse:
         return _RowStore(engine, fwd, cotangents, self.start, self.bias.reshape(-1), self.r)
 
     def to_input(self, walker, fwd, row: np.ndarray, masks: dict, input_shape):
-        """The target's row walked down to the input: W^p (N, *input_shape) and b^p (N,)."""
+        """The target's row walked down to the input: W^p (N, *input_shape) and b^p (N,); None
+        when the cotangent grows too dense on the way."""
         n = len(self.entries)
         grad = np.zeros((n, int(np.prod(input_shape))), np.float32)
         bias = np.empty(n)
         for i, (idx, vals) in enumerate(self.entries):
             pick = vals[int(row[i]) : int(row[i]) + 1]
-            found, values, part = walker.walk(fwd, i, idx, pick, self.start, 0, masks)
+            try:
+                found, values, part = walker.walk(fwd, i, idx, pick, self.start, 0, masks)
+            except TooDense:
+                return None  # unmasked layers below spread it out: the dense walk does better
             grad[i, found] = values[0]
             bias[i] = self.bias[i, int(row[i])] + part[0]
         return grad.reshape(n, *input_shape), bias

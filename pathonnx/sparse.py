@@ -21,8 +21,16 @@ SUPPORTED = {"Relu", "Clip", "LeakyRelu", "PRelu", "Conv", "Gemm", "MaxPool", "F
              "Reshape", "Identity"}  # fmt: skip
 
 
+class TooDense(Exception):
+    """A convolution's transpose would move more entries than :attr:`SparseWalker.limit`."""
+
+
 class SparseWalker:
     """Sparse transposes of one model's canonical graph (see the module docstring)."""
+
+    #: Most entries (rows × positions × kernel elements) one sparse convolution may spread;
+    #: beyond it, the cotangent is dense enough that onnxruntime's dense walk is faster.
+    limit = 1 << 24
 
     def __init__(self, model):
         from .model import _static_shapes
@@ -166,6 +174,8 @@ class SparseWalker:
         pads = attrs.get("pads", [0, 0, 0, 0])
         c, h, wd = self.shapes[node.input[0]]
         _, ho, wo = self.shapes[node.output[0]]
+        if len(vals) * len(idx) * cg * kh * kw > self.limit:
+            raise TooDense(node.name)
         co, yo, xo = np.unravel_index(idx, (m, ho, wo))
         ci = (co // (m // group))[:, None] * cg + np.arange(cg)[None]  # (P, cg)
         yi = yo[:, None] * sh - pads[0] + np.arange(kh)[None] * dh  # (P, kh)

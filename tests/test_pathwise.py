@@ -204,3 +204,22 @@ def test_sparse_selection_is_the_rule_on_the_full_scores(seed):
     full[idx] = imp
     want = select_units(full[None], width, alpha)[0]
     np.testing.assert_array_equal(select_sparse(imp, idx, units, width, alpha, fill), want)
+
+
+@pytest.mark.parametrize("limit", [1, 200, 1 << 24])
+def test_sparse_walk_falls_back_to_dense_when_the_cotangent_spreads(limit, exported, monkeypatch):
+    # depth 2 leaves the gates below unmasked, so the final walk spreads the few entries out;
+    # past SparseWalker.limit the stage runs dense, with the same result
+    from pathonnx import pathways
+
+    path, _ = exported("vgg_bn")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("vgg_bn", batch=2, seed=13)
+    model.engine.sparse_walker.limit = limit
+    fast = pathonnx.pathwise(model, x, depth=2, width=1)
+    monkeypatch.setattr(pathways, "_narrow", lambda *a, **k: False)
+    dense = pathonnx.pathwise(model, x, depth=2, width=1)
+    for name, mask in dense.masks.items():
+        np.testing.assert_array_equal(mask, fast.masks[name])
+    np.testing.assert_allclose(fast.linear.W, dense.linear.W, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast.linear.b, dense.linear.b, rtol=1e-4, atol=1e-5)
