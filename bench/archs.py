@@ -17,14 +17,15 @@ sees each gate output exactly once, and no later in-place op overwrites a kept o
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import warnings
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from zoo import quiet_export  # noqa: E402  (the test zoo's exporter silencer)
 
 # VGG configuration D: output channels of each 3x3 convolution, "M" for a 2x2 max-pool.
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M")
@@ -204,7 +205,7 @@ def export_legacy(
     Input and output are named "input" and "logits".
     """
     x = torch.zeros((1, *shape))
-    with _quiet():
+    with quiet_export():
         torch.onnx.export(
             module,
             (x,),
@@ -215,17 +216,3 @@ def export_legacy(
             output_names=["logits"],
             dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
         )
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence exporter noise: deprecation and tracer warnings, stray prints, log lines."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)

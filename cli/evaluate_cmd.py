@@ -26,7 +26,7 @@ from pathonnx.explanation import model_labels
 from pathonnx.images import collect, load_inputs
 from pathonnx.io import atomic_write_bytes
 
-from .explain_cmd import check_out_dir, cli_preprocess, preprocess_options
+from .explain_cmd import check_out_dir, cli_preprocess, param_value, preprocess_options
 
 
 def _names(text: str, known, what: str) -> list[str]:
@@ -89,10 +89,7 @@ def run_evaluate(model, data, **opts) -> None:
         method, dot, name = key.partition(".")
         if not sep or not dot:
             raise InputError(f"--param {item!r} must look like method.name=value")
-        try:
-            params.setdefault(method, {})[name] = json.loads(value)
-        except ValueError:
-            params.setdefault(method, {})[name] = value
+        params.setdefault(method, {})[name] = param_value(value)
     files = collect(list(data))
     if opts["limit"] is not None:
         if opts["limit"] < 1:

@@ -9,14 +9,13 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import click
 
 import pathonnx
 from pathonnx.attribution import METHODS
 from pathonnx.errors import InputError
-from pathonnx.explanation import Explanation, explain_loaded, image_preprocess
+from pathonnx.explanation import explain_loaded, image_preprocess, output_stem
 from pathonnx.images import PRESETS, collect, load_inputs
 from pathonnx.io import atomic_write_bytes
 from pathonnx.pictures import index_html
@@ -56,8 +55,12 @@ def _rel(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def _floats(text):
-    return None if text is None else [float(v) for v in text.replace(",", " ").split()]
+def param_value(text: str):
+    """A ``-p name=value`` value: JSON when it parses (numbers, null, lists), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _size(text):
@@ -84,7 +87,7 @@ def cli_preprocess(model, opts: dict, files: list[Path]):
     if all(f.suffix.lower() == ".npy" for f in files):
         return None
     given = {
-        "size": _size(opts["size"]), "mean": _floats(opts["mean"]), "std": _floats(opts["std"]),
+        "size": _size(opts["size"]), "mean": opts["mean"], "std": opts["std"],
         "scale": opts["scale"], "layout": opts["layout"] and opts["layout"].upper(),
         "color": opts["color"], "resize": "shorter" if opts["crop"] else opts["resize"],
     }  # fmt: skip
@@ -97,7 +100,7 @@ def check_out_dir(out: Path, sources: list[str], files: list[Path]) -> None:
         raise InputError(f"--out {out} is a file; give a folder")
     inputs = {f.resolve() for f in files}
     for source in sources:
-        stem = Explanation.stem.fget(SimpleNamespace(source=source))
+        stem = output_stem(source)
         for suffix in (".png", ".json", ".npz", ".html"):
             target = (out / (stem + suffix)).resolve()
             if target in inputs:
@@ -114,7 +117,7 @@ def check_out_dir(out: Path, sources: list[str], files: list[Path]) -> None:
         ) from None
 
 
-def run_explain(ctx, model, images, **opts) -> None:
+def run_explain(model, images, **opts) -> None:
     notes = []
     if model is None or not images:
         model, images, note = default_sample(model)
@@ -129,15 +132,8 @@ def run_explain(ctx, model, images, **opts) -> None:
         key, sep, value = item.partition("=")
         if not sep:
             raise InputError(f"--param {item!r} must look like name=value")
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+        params[key] = param_value(value)
     compare = [c.strip() for c in (opts["compare"] or "").split(",") if c.strip()]
-    for name in compare:
-        if name not in METHODS:
-            known = ", ".join(sorted(METHODS))
-            raise InputError(f"--compare: unknown method {name!r}; choose from {known}")
     out = Path(opts["out"])
     files = collect(images)
     loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])

@@ -113,8 +113,7 @@ def main(ctx, debug):
 @click.argument("images", nargs=-1, type=click.Path())
 @explain_options
 @common_model_options
-@click.pass_context
-def explain(ctx, model, images, **opts):
+def explain(model, images, **opts):
     """Explain what MODEL saw in each IMAGE: a picture and a report per input.
 
     IMAGE: image files (PNG, JPEG, BMP, TIFF; 8/16-bit, grey, RGB, RGBA), folders (searched
@@ -137,7 +136,7 @@ def explain(ctx, model, images, **opts):
       pathonnx explain model.onnx photo.jpg --preset imagenet --target tabby --json
       pathonnx explain model.onnx scans/ --method intgrad --compare saliency,gradcam
     """
-    run_explain(ctx, model, images, **opts)
+    run_explain(model, images, **opts)
 
 
 @main.command()

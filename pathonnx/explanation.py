@@ -97,10 +97,7 @@ class Explanation:
     @property
     def stem(self) -> str:
         """A file name for this input's outputs, from its source."""
-        name = Path(self.source.split("[")[0]).stem or "input"
-        if "[" in self.source:
-            name += "_" + self.source.rsplit("[", 1)[1].rstrip("]")
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return output_stem(self.source)
 
     def to_dict(self) -> dict:
         p = self.probabilities
@@ -162,6 +159,15 @@ class Explanation:
             atomic_write_bytes(folder / f"{stem}.json", self.to_json().encode()),
             atomic_write_bytes(folder / f"{stem}.npz", arrays.getvalue()),
         ]
+
+
+def output_stem(source: str) -> str:
+    """The file name (no suffix) of an input's outputs: ``photo.png`` -> ``photo``,
+    ``batch.npy[3]`` -> ``batch_3``, other characters than letters, digits, ``-_.`` -> ``_``."""
+    name = Path(source.split("[")[0]).stem or "input"
+    if "[" in source:
+        name += "_" + source.rsplit("[", 1)[1].rstrip("]")
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _plain(value):
@@ -247,17 +253,16 @@ def explain(
         array = as_batch(inputs[None] if single else inputs, model.input_shape)
         loaded = [Loaded(array[i], None, f"array[{i}]") for i in range(len(array))]
         single = single or len(array) == 1
+        pre = None  # arrays are already in the model's input space
     else:
         pre = preprocess
         if not isinstance(pre, Preprocess):
             pre = image_preprocess(model, **(pre or {}))
         loaded = [item for path in inputs for item in load_inputs(path, pre, model.input_shape)]
         single = single and len(loaded) == 1
-        preprocess = pre
     out = explain_loaded(
-        model, loaded, method, target, paths, compare,
-        preprocess if isinstance(preprocess, Preprocess) else None, labels, batch, **params,
-    )  # fmt: skip
+        model, loaded, method, target, paths, compare, pre, labels, batch, **params
+    )
     return out[0] if single else out
 
 

@@ -255,12 +255,10 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     if not 1 <= depth <= len(gates):
         raise InputError(f"depth {depth} is out of range; the model has {len(gates)} gates")
     chosen, valid, row = _rows(fwd.logits, target, classes)
-    if alpha is None and valid is not None:
-        # the approximation's softmax has R = k or k + 1 rows: 1/R is its uniform level
-        alpha_rows = 1.0 / valid.sum(axis=1)
-    else:
-        alpha_rows = np.full(n, 1.0 / k if alpha is None else float(alpha))
-    alpha = float(alpha_rows[0]) if alpha is None and valid is None else alpha
+    if alpha is None and valid is None:
+        alpha = 1.0 / k
+    # left unset only for the approximation: its softmax has R = k or k + 1 rows, 1/R uniform
+    alpha_rows = 1.0 / valid.sum(axis=1) if alpha is None else np.full(n, float(alpha))
     engine = model.engine
     cuts = engine.gate_cuts()
     r = chosen.shape[1]

@@ -560,13 +560,13 @@ def export(
     """Build row ``arch_name`` under ``seed`` and export it; return the module and the input."""
     module = ARCHITECTURES[arch_name].factory(seed)
     x = example_input(arch_name, batch, seed)
-    with _quiet():
+    with quiet_export():
         export_module(module, x, path, exporter, opset, dynamic_batch)
     return module, x
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_export() -> Iterator[None]:
     """Silence exporter noise: deprecation/tracer warnings, progress prints, registry log lines."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
