@@ -81,18 +81,9 @@ class _Context:
 
     def rows_mul(self, ct, per_sample, shape: tuple[int, ...]):
         """``ct`` (N·R, *shape) times a per-sample tensor (N, *shape), broadcast over rows."""
-        return self._per_row("Mul", [ct, per_sample], shape)
-
-    def rows_where(self, ct, keep, shape: tuple[int, ...]):
-        """``ct`` where a per-sample boolean (N, *shape) holds, else 0, broadcast over rows."""
-        return self._per_row("Where", [keep, ct, self.em.const(np.float32(0))], shape)
-
-    def _per_row(self, op: str, inputs: list, shape: tuple[int, ...]):
         em = self.em
-        position = 1 if op == "Where" else 0
-        ct, per_sample = inputs[position], inputs[1 - position]
         if self.single_row:
-            return em.op(op, inputs, hint="gated")
+            return em.op("Mul", [ct, per_sample], hint="gated")
         samples = em.leading(per_sample, "samples")
         view = em.op(
             "Concat", [samples, em.ints([-1, *shape])], {"axis": 0}, hint="rows_view",
@@ -101,9 +92,7 @@ class _Context:
         grouped = em.op("Reshape", [ct, view], hint="by_sample")
         spread = em.op("Unsqueeze", [per_sample, em.ints([1])], hint="per_row",
                        dtype=per_sample.dtype)  # fmt: skip
-        operands = list(inputs)
-        operands[position], operands[1 - position] = grouped, spread
-        product = em.op(op, operands, hint="gated")
+        product = em.op("Mul", [grouped, spread], hint="gated")
         return em.reshape(product, [-1, *shape], "gated")
 
 

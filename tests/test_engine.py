@@ -89,10 +89,18 @@ def test_frozen_graph_without_masks_reproduces_the_model(exported):
     assert (fwd.activations[clip.name] == 6.0).any()
 
 
-def test_all_targets_at_once_equal_one_at_a_time(exported):
-    path, _ = exported("resnet")
+# resnet's 3x3/2 max-pool is transposed by ScatterElements (overlapping windows add), vgg_bn's
+# and ceil_pool's by MaxUnpool (disjoint windows), whose rows need their own index offsets.
+@pytest.mark.parametrize(
+    "arch, unpool", [("resnet", "ScatterElements"), ("vgg_bn", "MaxUnpool"),
+                     ("ceil_pool", "MaxUnpool")]
+)  # fmt: skip
+def test_all_targets_at_once_equal_one_at_a_time(arch, unpool, exported):
+    path, _ = exported(arch)
     model = pathonnx.load(path, device="cpu")
-    x = zoo.example_input("resnet", batch=2, seed=3)
+    ops = {node.op_type for node in model.engine.adjoint_graph.graph.node}
+    assert ops & {"ScatterElements", "MaxUnpool"} == {unpool}
+    x = zoo.example_input(arch, batch=2, seed=3)
     fwd = model.forward(x)
     seeds = np.broadcast_to(np.eye(10, dtype=np.float32), (2, 10, 10))
     grad, bias = model.engine.vjp(fwd, seeds)

@@ -415,6 +415,24 @@ class PadMaxPool(nn.Module):
         return self.head(x)
 
 
+def ceil_pool() -> nn.Module:
+    """Max-pools whose windows never overlap (transposed by MaxUnpool): one in ceil mode on an
+    odd map, one with an uneven kernel, one padded."""
+    return nn.Sequential(
+        *conv_bn(3, 6),
+        nn.ReLU(),
+        nn.MaxPool2d(2, ceil_mode=True),  # 15 -> 8, the last window half outside
+        *conv_bn(6, 8),
+        nn.ReLU(),
+        nn.MaxPool2d((2, 3), (2, 3)),  # 8 -> 4 x 2 (the last column dropped)
+        *conv_bn(8, 8),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2, padding=1),  # 4 x 2 -> 3 x 2
+        nn.Flatten(1),
+        nn.Linear(8 * 3 * 2, 10),
+    )
+
+
 def mlp() -> nn.Module:
     return nn.Sequential(
         nn.Flatten(1),
@@ -483,6 +501,7 @@ _ROWS = [
     Arch("avgpool_pad", seeded(avgpool_pad), (3, 16, 16)),
     Arch("leaky_prelu", seeded(leaky_prelu), (3, 16, 16)),
     Arch("pad_maxpool", seeded(PadMaxPool), (3, 16, 16)),
+    Arch("ceil_pool", seeded(ceil_pool), (3, 15, 15)),
     Arch("mlp", seeded(mlp), (3, 8, 8)),
 ]
 

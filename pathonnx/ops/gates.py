@@ -51,6 +51,11 @@ class Gate(Rule):
 
         return cx.em.cached(self._key(node, "keep"), make)
 
+    def keep_float(self, node: gs.Node, cx):
+        """:meth:`keep` as float 0/1, built once per gate and graph."""
+        return cx.em.cached(self._key(node, "keep_float"),
+                            lambda: _as_float(cx, self.keep(node, cx)))  # fmt: skip
+
     def factor(self, node: gs.Node, cx):
         """slope · mask (float) for gates whose slope is not 0/1, and for every gate when the
         mask is a float scale."""
@@ -87,7 +92,9 @@ class Gate(Rule):
             # DeconvNet (Zeiler & Fergus 2014) passes g·[g>0], whatever the forward pattern.
             grad = cx.em.op("Relu", [ct[0]], hint="deconv")
         elif keep is not None:
-            grad = cx.rows_where(ct[0], keep, shape)
+            # Multiplying by the condition as 0/1 floats gives the same result (cotangents are
+            # finite), and onnxruntime's Mul is about twice as fast as its Where here.
+            grad = cx.rows_mul(ct[0], self.keep_float(node, cx), shape)
             if self.kind == "relu" and cx.rule == "guided":
                 # Guided backprop (Springenberg et al. 2015): g·[z>0]·[g>0].
                 grad = cx.em.op("Relu", [grad], hint="guided")

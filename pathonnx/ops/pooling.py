@@ -48,8 +48,71 @@ class MaxPool(Rule):
 
         return cx.em.cached(("argmax", node.outputs[0].name), make)
 
+    def unpool_pads(self, node) -> list[int] | None:
+        """MaxUnpool's pads when it can transpose this pool, else None (then ScatterElements).
+
+        It can when windows never share an element (kernel ≤ stride, no dilation): every input
+        element is the argmax of at most one output, so the transpose places values instead of
+        adding them, and onnxruntime's MaxUnpool is far faster than its ScatterElements. The
+        indices address the input exactly; the pads only have to keep onnxruntime's inferred
+        size, (out − 1)·stride + kernel − pads, within the input, each pad below the kernel.
+        """
+        kernel = list(node.attrs["kernel_shape"])
+        nd = len(kernel)
+        strides = list(node.attrs.get("strides", [1] * nd))
+        dilations = list(node.attrs.get("dilations", [1] * nd))
+        if any(d != 1 for d in dilations) or any(k > s for k, s in zip(kernel, strides)):
+            return None
+        in_sp, out_sp = sample_shape(node.inputs[0])[1:], sample_shape(node.outputs[0])[1:]
+        excess = [max(0, (o - 1) * s + k - i) for o, s, k, i in zip(out_sp, strides, kernel, in_sp)]
+        begin = [e // 2 for e in excess]
+        end = [e - b for e, b in zip(excess, begin)]
+        if any(p >= k for p, k in zip(begin + end, kernel + kernel)):
+            return None
+        return begin + end
+
+    def _unpool(self, node, ct, cx):
+        em = cx.em
+        channels, in_flat, _ = self._flat(node)
+        index = cx.argmax(node)
+        rows = em.leading(ct[0], "rows")
+        if not cx.single_row:
+            # Row j = n·R + r addresses its own slice of the (N·R, C, ...) output: the index
+            # within sample n (onnxruntime's count the samples before it) plus j·C·HW.
+            size = channels * in_flat
+            out_shape = sample_shape(node.outputs[0])
+
+            def make():
+                within = em.op("Mod", [index, em.const(np.int64(size))], hint="argmax_sample",
+                               dtype=np.int64)  # fmt: skip
+                return em.op("Unsqueeze", [within, em.ints([1])], hint="argmax_rows",
+                             dtype=np.int64)  # fmt: skip
+
+            within = em.cached(("argmax_sample", node.outputs[0].name), make)
+            count = em.op("Squeeze", [rows], hint="rows_count", dtype=np.int64)
+            offsets = em.op("Range", [em.const(np.int64(0)), count, em.const(np.int64(1))],
+                            hint="row_offsets", dtype=np.int64)  # fmt: skip
+            offsets = em.op("Mul", [offsets, em.const(np.int64(size))], hint="row_offsets",
+                            dtype=np.int64)  # fmt: skip
+            view = em.op("Concat", [em.leading(index, "samples"), em.ints([-1] + [1] * len(
+                out_shape))], {"axis": 0}, hint="offsets_view", dtype=np.int64)  # fmt: skip
+            offsets = em.op("Reshape", [offsets, view], hint="row_offsets", dtype=np.int64)
+            index = em.op("Add", [within, offsets], hint="argmax_rows", dtype=np.int64)
+            index = em.reshape(index, [-1, *out_shape], "argmax_rows", np.int64)
+        shape = em.op("Concat", [rows, em.ints(sample_shape(node.inputs[0]))], {"axis": 0},
+                      hint="unpool_shape", dtype=np.int64)  # fmt: skip
+        nd = len(node.attrs["kernel_shape"])
+        attrs = {
+            "kernel_shape": list(node.attrs["kernel_shape"]),
+            "strides": list(node.attrs.get("strides", [1] * nd)),
+            "pads": self.unpool_pads(node),
+        }
+        return [em.op("MaxUnpool", [ct[0], index, shape], attrs, hint="unpool")]
+
     def adjoint(self, node, ct, cx):
         em = cx.em
+        if self.unpool_pads(node) is not None:
+            return self._unpool(node, ct, cx)
         if cx.single_row:
             # One row per sample: onnxruntime's indices already address the flat input tensor.
             index = em.reshape(cx.argmax(node), [-1], "argmax_flat", np.int64)
