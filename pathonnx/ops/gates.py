@@ -17,7 +17,7 @@ from ._base import Rule, needs_constants, op_rule, sample_shape
 
 class Gate(Rule):
     """A gate frozen at x. Gates whose slope is 0 or 1 (ReLU, Clip) are written as a boolean
-    *pass* condition: the transpose then selects cotangents (Where) instead of multiplying."""
+    *pass* condition (and'ed with the mask); the transpose multiplies by it as 0/1 floats."""
 
     role = "gate"
     kind = ""
