@@ -41,6 +41,8 @@ class _Context:
     ``single_row``: one cotangent row per sample (rows = N), so per-sample tensors multiply
     cotangents directly. ``masked``: every gate takes a mask input (else no gate does);
     ``scaled``: that input is a float scale per unit (``scale:<gate>``) instead of a boolean.
+    ``maxunpool``: max-pools with disjoint windows may be transposed by MaxUnpool, which
+    onnxruntime's CPU provider runs fast and its CUDA provider does not have.
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class _Context:
         masked: bool = True,
         rule: str = "gradient",
         scaled: bool = False,
+        maxunpool: bool = True,
     ):
         self.em = em
         self.single_row = single_row
         self.masked = masked or scaled
         self.rule = rule
         self.scaled = scaled
+        self.maxunpool = maxunpool
 
     def _pattern(self, prefix: str, tensor: gs.Tensor, dtype=np.float32):
         return self.em.input(f"{prefix}:{tensor.name}", dtype, ["N", *sample_shape(tensor)])
@@ -143,12 +147,14 @@ def build_adjoint(
     stop: int = 0,
     rule: str = "gradient",
     scaled: bool = False,
+    maxunpool: bool = True,
 ) -> onnx.ModelProto:
     """The adjoint graph of a canonical model (see the module docstring), or one stage of it.
 
     Specialized variants: ``single_row`` for one cotangent row per sample (rows = N), and
     ``masked=False`` for the unmasked map (no mask inputs); each skips work the general graph does.
     ``scaled``: float ``scale:<gate>`` inputs multiply each gate instead of boolean masks.
+    ``maxunpool=False`` keeps every max-pool's transpose in ScatterElements (for CUDA).
 
     Stages: the walk over nodes ``[stop, start)`` (positions in node order, default the whole
     graph) takes the cotangents ``upstream:<name>`` of the tensors live at ``start`` and returns
@@ -160,7 +166,7 @@ def build_adjoint(
     graph = gs.import_onnx(canonical)
     start = len(graph.nodes) if start is None else start
     em = Emitter(ADJOINT_OPSET)
-    cx = _Context(em, single_row, masked, rule, scaled)
+    cx = _Context(em, single_row, masked, rule, scaled, maxunpool)
     top, bottom = start == len(graph.nodes), stop == 0
     cotangents: dict[str, list] = {}
     for tensor in live_tensors(graph, start):
@@ -315,9 +321,10 @@ class LinearEngine:
         scaled: bool = False,
     ):
         canonical = self.model.canonical
+        cpu = self.model.providers[0] == "CPUExecutionProvider"
         return self._cached(
             ("adjoint", single_row, masked, start, stop, rule, scaled),
-            lambda: build_adjoint(canonical, single_row, masked, start, stop, rule, scaled),
+            lambda: build_adjoint(canonical, single_row, masked, start, stop, rule, scaled, cpu),
         )
 
     def _frozen_session(self):

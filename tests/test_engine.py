@@ -8,6 +8,8 @@ import zoo
 from oracle import TorchOracle
 
 import pathonnx
+from pathonnx.engine import build_adjoint
+from pathonnx.forward import make_session
 
 # vgg_bn_softmax's torch output is probabilities; pathonnx explains its logits.
 ARCHS = [name for name in zoo.ARCHITECTURES if name != "vgg_bn_softmax"]
@@ -112,6 +114,27 @@ def test_all_targets_at_once_equal_one_at_a_time(arch, unpool, exported):
     model.engine.memory_budget = 1
     chunked, _ = model.engine.vjp(fwd, seeds)
     np.testing.assert_array_equal(chunked, grad)
+
+
+def test_scatter_transpose_of_disjoint_pools_equals_maxunpool(exported):
+    # Where MaxUnpool is not used (the CUDA provider lacks it) the same pools go through
+    # ScatterElements, with the same cotangents.
+    path, _ = exported("ceil_pool")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("ceil_pool", batch=2, seed=4)
+    fwd = model.forward(x)
+    seeds = np.broadcast_to(np.eye(10, dtype=np.float32), (2, 10, 10)).reshape(20, 10)
+    masks = model.engine.masks(random_masks(model, 2, 0.7, seed=1), 2)
+    grads = {}
+    for maxunpool in (True, False):
+        proto = build_adjoint(model.canonical, maxunpool=maxunpool)
+        ops = {node.op_type for node in proto.graph.node}
+        assert ("MaxUnpool" in ops) == maxunpool and ("ScatterElements" in ops) != maxunpool
+        session = make_session(proto, ["CPUExecutionProvider"])
+        feeds = model.engine._feeds(session, fwd, masks)
+        grads[maxunpool] = session.run(["grad"], {**feeds, "seed": seeds})[0]
+    np.testing.assert_allclose(grads[True], grads[False], rtol=1e-6, atol=1e-7)
+    assert np.abs(grads[True]).max() > 0
 
 
 def test_masks_are_validated(exported):

@@ -78,7 +78,7 @@ class MaxPool(Rule):
         rows = em.leading(ct[0], "rows")
         if not cx.single_row:
             # Row j = n·R + r addresses its own slice of the (N·R, C, ...) output: the index
-            # within sample n (onnxruntime's count the samples before it) plus j·C·HW.
+            # within sample n (onnxruntime's indices count the samples before it) plus j·C·HW.
             size = channels * in_flat
             out_shape = sample_shape(node.outputs[0])
 
@@ -111,7 +111,7 @@ class MaxPool(Rule):
 
     def adjoint(self, node, ct, cx):
         em = cx.em
-        if self.unpool_pads(node) is not None:
+        if cx.maxunpool and self.unpool_pads(node) is not None:
             return self._unpool(node, ct, cx)
         if cx.single_row:
             # One row per sample: onnxruntime's indices already address the flat input tensor.
