@@ -23,10 +23,16 @@ from pathonnx.evaluate import (
     table_text,
 )
 from pathonnx.explanation import model_labels
-from pathonnx.images import collect, load_inputs
+from pathonnx.images import collect
 from pathonnx.io import atomic_write_bytes
 
-from .explain_cmd import check_out_dir, cli_preprocess, param_value, preprocess_options
+from .explain_cmd import (
+    apply_options,
+    check_out_dir,
+    param_value,
+    preprocess_options,
+    read_inputs,
+)
 
 
 def _names(text: str, known, what: str) -> list[str]:
@@ -75,9 +81,7 @@ def evaluate_options(func):
                      help="Inputs per onnxruntime call in the metrics."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return preprocess_options(func)
+    return preprocess_options(apply_options(func, options))
 
 
 def run_evaluate(model, data, **opts) -> None:
@@ -96,14 +100,9 @@ def run_evaluate(model, data, **opts) -> None:
             raise InputError(f"--limit {opts['limit']} must be a positive number")
         files = files[: opts["limit"]]
     loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])
-    pre = cli_preprocess(loaded_model, opts, files)
+    pre, loaded = read_inputs(loaded_model, opts, files)
     for note in pre.notes if pre is not None else ():
         click.echo(f"note: {note}", err=True)
-    loaded = [
-        item
-        for path in files
-        for item in load_inputs(path, pre, loaded_model.input_shape, opts["grey_to_rgb"])
-    ]
     if opts["limit"] is not None:
         loaded = loaded[: opts["limit"]]
     labels = model_labels(loaded_model, opts["labels"])

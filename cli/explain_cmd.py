@@ -94,6 +94,17 @@ def cli_preprocess(model, opts: dict, files: list[Path]):
     return image_preprocess(model, opts["preset"], **given)
 
 
+def read_inputs(model, opts: dict, files: list[Path]):
+    """(preprocessing, the inputs of every file) as the preprocessing flags ask."""
+    pre = cli_preprocess(model, opts, files)
+    loaded = [
+        item
+        for path in files
+        for item in load_inputs(path, pre, model.input_shape, opts["grey_to_rgb"])
+    ]
+    return pre, loaded
+
+
 def check_out_dir(out: Path, sources: list[str], files: list[Path]) -> None:
     """--out must be a writable folder (made if missing) where no output replaces an input."""
     if out.exists() and not out.is_dir():
@@ -137,14 +148,9 @@ def run_explain(model, images, **opts) -> None:
     out = Path(opts["out"])
     files = collect(images)
     loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])
-    pre = cli_preprocess(loaded_model, opts, files)
+    pre, loaded = read_inputs(loaded_model, opts, files)
     if pre is not None:
         notes += list(pre.notes)
-    loaded = [
-        item
-        for path in files
-        for item in load_inputs(path, pre, loaded_model.input_shape, opts["grey_to_rgb"])
-    ]
     check_out_dir(out, [item.source for item in loaded], files)
     k = loaded_model.num_outputs
     if "pathwise" in (method, *compare) and k >= 100 and opts["classes"] is None:
@@ -224,7 +230,8 @@ def _summary(expl, png: Path) -> str:
     return text + f"\n  exact-model error {expl.completeness_error:.1e} -> {png}"
 
 
-def _apply(func, options):
+def apply_options(func, options):
+    """Decorate ``func`` with click ``options``, listed in --help in the given order."""
     for option in reversed(options):
         func = option(func)
     return func
@@ -232,7 +239,7 @@ def _apply(func, options):
 
 def preprocess_options(func):
     """Preprocessing flags, shared by `explain` and `evaluate`."""
-    return _apply(func, [
+    return apply_options(func, [
         click.option("--preset", type=click.Choice(list(PRESETS)),
                      help="Preprocessing preset (flags below override its fields)."),
         click.option("--size", help="Resize images to HxW (e.g. 224x224)."),
@@ -253,14 +260,14 @@ def preprocess_options(func):
 
 def explain_options(func):
     """The options of `pathonnx explain`, in the order --help lists them."""
-    func = _apply(func, [
+    func = apply_options(func, [
         click.option("--batch", type=int, default=16, show_default=True,
                      help="Inputs per onnxruntime call."),
         click.option("--workers", type=int, default=1, show_default=True,
                      help="Batches explained in parallel (threads)."),
     ])  # fmt: skip
     func = preprocess_options(func)
-    return _apply(func, [
+    return apply_options(func, [
         click.option("--method", type=click.Choice(sorted(METHODS)), default="pathwise",
                      show_default=True, help="Attribution or pathway method."),
         click.option("--depth", type=int, help="pathwise: gates from the top to select in."),

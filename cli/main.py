@@ -11,7 +11,7 @@ import click
 
 import pathonnx
 from pathonnx.errors import InputError, PathonnxError
-from pathonnx.explanation import model_labels
+from pathonnx.explanation import LABELS_KEY, model_labels
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
 from .evaluate_cmd import evaluate_options, run_evaluate
@@ -281,7 +281,7 @@ def rewrite(model, out, input_shape, device, force, set_preprocess, set_labels, 
     if set_preprocess is not None:
         metadata[METADATA_KEY] = preprocess_entry(loaded, set_preprocess)
     if set_labels is not None:
-        metadata["pathonnx.labels"] = json.dumps(model_labels(loaded, set_labels))
+        metadata[LABELS_KEY] = json.dumps(model_labels(loaded, set_labels))
     loaded.save(target, metadata)
     if as_json:
         emit_json({"model": model, "output": out, "passes": [r.to_dict() for r in loaded.reports]})

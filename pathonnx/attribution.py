@@ -34,6 +34,13 @@ class Method:
     pathway: Callable | None = None
     from_pathway: Callable | None = None
 
+    def with_pathway(self, model, x, target, **params) -> tuple[np.ndarray, object]:
+        """(attribution, the Pathway behind it, or None for a baseline)."""
+        if self.pathway is None:
+            return self.run(model, x, target, **params), None
+        pathway = self.pathway(model, x, target, **params)
+        return self.from_pathway(pathway, x), pathway
+
 
 METHODS: dict[str, Method] = {}
 

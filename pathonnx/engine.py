@@ -282,6 +282,13 @@ class Linear:
         return (self.W * x).reshape(len(x), -1).sum(axis=1, dtype=np.float64) + self.b
 
 
+def _scale_feed(scales: dict, info) -> np.ndarray:
+    """The float32 feed of a ``scale:<gate>`` input: ``scales[gate]``, else 1 (broadcast)."""
+    value = scales.get(info.name.partition(":")[2])
+    return np.ascontiguousarray(np.ones((1,) * len(info.shape)) if value is None else value,
+                                np.float32)  # fmt: skip
+
+
 class LinearEngine:
     """Runs the adjoint and frozen graphs of one model; built once, sessions reused."""
 
@@ -340,25 +347,15 @@ class LinearEngine:
         x = np.ascontiguousarray(x, np.float32)
         feeds = {model.input_name: x}
         for info in session.get_inputs()[1:]:
-            value = scales.get(info.name.partition(":")[2])
-            feeds[info.name] = np.ascontiguousarray(
-                np.ones((1,) * len(info.shape)) if value is None else value, np.float32
-            )
+            feeds[info.name] = _scale_feed(scales, info)
         outputs = [o.name for o in session.get_outputs()]
         values = dict(zip(outputs, session.run(outputs, feeds)))
         values[model.input_name] = x
-        pre = [g for g in model.gates if g.kind in ("leaky_relu", "prelu")]
 
-        def reads(g):  # a gate reading another gate reads it scaled
-            return values.get(f"{g.input}__scaled", values.get(g.input))
+        def read(name):  # a gate reading another gate reads it scaled
+            return values.get(f"{name}__scaled", values.get(name))
 
-        return Forward(
-            x=x,
-            logits=values[model.logits_name],
-            activations={g.name: values[g.name] for g in model.gates},
-            preactivations={g.name: reads(g) for g in pre},
-            argmax={m.name: values[m.argmax] for m in model.maxpools},
-        )
+        return model.pattern(x, values, read)
 
     @property
     def sparse_walker(self):
@@ -446,10 +443,7 @@ class LinearEngine:
                 rank = len(info.shape)
                 feeds[info.name] = masks.get(name, np.ones((1,) * rank, bool))
             elif kind == "scale":
-                value = (scales or {}).get(name)
-                if value is None:
-                    value = np.ones((1,) * len(info.shape), np.float32)
-                feeds[info.name] = np.ascontiguousarray(value, np.float32)
+                feeds[info.name] = _scale_feed(scales or {}, info)
         return feeds
 
     # -- running ----------------------------------------------------------------------------------

@@ -177,13 +177,12 @@ def evaluate(
     cascade = None
     records: dict[tuple[int, str], dict] = {}
     todo: dict[str, list[int]] = {m: [] for m in methods}
+    files: dict[tuple[int, str], Path] = {}  # the cache file of each (input, method)
     for i, item in enumerate(loaded):
         for method in methods:
-            path = (
-                None
-                if cache is None
-                else cache / f"{_key(sha, item, method, settings, groups)}.json"
-            )
+            if cache is not None:
+                files[i, method] = cache / f"{_key(sha, item, method, settings, groups)}.json"
+            path = files.get((i, method))
             if path is not None and path.exists():
                 try:
                     records[i, method] = json.loads(path.read_text())
@@ -205,8 +204,7 @@ def evaluate(
             for i, record in zip(chunk, found):
                 records[i, method] = record
                 if cache is not None:
-                    key = _key(sha, loaded[i], method, settings, groups)
-                    atomic_write_bytes(cache / f"{key}.json", json.dumps(record).encode())
+                    atomic_write_bytes(files[i, method], json.dumps(record).encode())
             if progress:
                 progress(len(chunk))
     ordered = [records[i, m] for i in range(len(loaded)) for m in methods]
@@ -216,12 +214,8 @@ def evaluate(
 def _measure(model, items, method, params, groups, settings, masks, names, cascade):
     x = np.stack([item.x for item in items]).astype(np.float32)
     n = len(x)
-    fwd = model.forward(x)
-    target = fwd.prediction
-    entry = METHODS[method]
-    pathway = entry.pathway(model, x, target, **params) if entry.pathway else None
-    attribution = entry.from_pathway(pathway, x) if pathway else entry.run(model, x, target,
-                                                                          **params)  # fmt: skip
+    target = model.logits(x).argmax(axis=1)  # the prediction
+    attribution, pathway = METHODS[method].with_pathway(model, x, target, **params)
     out = [
         {"input": item.source, "method": method, "target": int(t), "label": names[int(t)]}
         for item, t in zip(items, target)
@@ -279,6 +273,12 @@ def _heading(column: str) -> str:
     return column + (" ↑" if METRICS[column][1] else " ↓")
 
 
+def _cell(s: dict) -> str:
+    """A summary entry as ``mean ± ci95`` (3 decimals; n/a when there is no mean)."""
+    text = "n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f}"
+    return text + (f" ± {s['ci95']:.3f}" if np.isfinite(s["ci95"]) else "")
+
+
 def table_text(results: Results) -> str:
     """The summary as an aligned text table: methods × metrics, mean ± 95 % CI."""
     summary, best = results.summary(), results.winners()
@@ -287,10 +287,7 @@ def table_text(results: Results) -> str:
     for method in results.methods:
         cells = [method]
         for column in results.columns:
-            s = summary[method][column]
-            text = "n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f}"
-            if np.isfinite(s["ci95"]):
-                text += f" ± {s['ci95']:.3f}"
+            text = _cell(summary[method][column])
             cells.append(text + (" *" if best.get(column) == method else ""))
         rows.append(cells)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -305,10 +302,7 @@ def table_markdown(results: Results) -> str:
     for method in results.methods:
         cells = [f"`{method}`"]
         for column in results.columns:
-            s = summary[method][column]
-            text = "n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f}"
-            if np.isfinite(s["ci95"]):
-                text += f" ± {s['ci95']:.3f}"
+            text = _cell(summary[method][column])
             cells.append(f"**{text}**" if best.get(column) == method else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -21,8 +21,12 @@ from .errors import InputError
 from .forward import as_batch
 from .images import Loaded, Preprocess, load_inputs, resolve_preprocess
 from .io import atomic_write_bytes
+from .metrics import softmax
 from .model import Model, load
 from .pathways import Pathway, decompose
+
+#: Metadata key of a model's class names (a JSON list), written by ``pathonnx rewrite``.
+LABELS_KEY = "pathonnx.labels"
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,7 @@ class Explanation:
 
     @property
     def probabilities(self) -> np.ndarray:
-        z = self.logits.astype(np.float64) - self.logits.max()
-        e = np.exp(z)
-        return e / e.sum()
+        return softmax(self.logits)
 
     def label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
@@ -191,9 +193,9 @@ def model_labels(model: Model, labels=None) -> list[str]:
             labels = json.loads(text)
         except ValueError:
             labels = [line.strip() for line in text.splitlines() if line.strip()]
-    elif labels is None and "pathonnx.labels" in model.metadata:
+    elif labels is None and LABELS_KEY in model.metadata:
         try:
-            labels = json.loads(model.metadata["pathonnx.labels"])
+            labels = json.loads(model.metadata[LABELS_KEY])
         except ValueError:
             labels = None
     labels = [str(v) for v in labels] if isinstance(labels, list) else []
@@ -314,24 +316,17 @@ def explain_loaded(
 
 
 def _explain_batch(model, part, method, params, target, paths, compare, names, sha, pre):
-    x = np.stack([item.x for item in part]).astype(np.float32)
-    x = as_batch(x, model.input_shape)
+    x = as_batch(np.stack([item.x for item in part]), model.input_shape)
     n = len(x)
     timings = {}
     t0 = time.perf_counter()
     fwd = model.forward(x)
     timings["forward"] = time.perf_counter() - t0
     targets = fwd.prediction if target is None else model.check_target(target, n)
-    entry = METHODS[method]
     t0 = time.perf_counter()
-    pathway = None
-    if entry.pathway is not None:
-        pathway = entry.pathway(model, x, targets, **params)
-        attribution = entry.from_pathway(pathway, x)
-    else:
-        attribution = entry.run(model, x, targets, **params)
+    attribution, pathway = METHODS[method].with_pathway(model, x, targets, **params)
     timings["method"] = time.perf_counter() - t0
-    decomposed, path_maps = [], []
+    decomposed = []
     if paths is not None:
         t0 = time.perf_counter()
         decomposed = decompose(model, x, targets, int(paths), params.get("depth"),
@@ -349,16 +344,16 @@ def _explain_batch(model, part, method, params, target, paths, compare, names, s
     err = np.abs(full.output(x) - logit) / np.maximum(np.abs(logit), 1.0)
     timings["completeness"] = time.perf_counter() - t0
     timings = {k: v / n for k, v in timings.items()}
+    top, shown = model.gates[-1].name, _jsonable(params)
     out = []
     for i, item in enumerate(part):
-        top = model.gates[-1].name
         seeds = [int(p.masks[top][i].reshape(-1).argmax()) for p in decomposed]
         out.append(
             Explanation(
                 model=str(model.source), model_sha256=sha, source=item.source, x=x[i],
                 image=item.image, preprocess=pre if item.image is not None else None,
                 labels=names, logits=fwd.logits[i], prediction=int(fwd.prediction[i]),
-                target=int(targets[i]), method=method, params=_jsonable(params),
+                target=int(targets[i]), method=method, params=dict(shown),
                 attribution=attribution[i],
                 pathway=None if pathway is None else _summary(
                     pathway, attribution, x, i, logit[i]

@@ -30,6 +30,7 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METADATA_KEY = "pathonnx.preprocess"
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights of R, G, B in grey
 
 PRESETS = {
     "imagenet": {
@@ -267,10 +268,9 @@ def image_to_input(pixels: np.ndarray, pre: Preprocess, path="image") -> Loaded:
             "or pass --grey-to-rgb to repeat the grey channel"
         )
     if pre.channels == 1 and channels == 3:
-        pixels = pixels @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]  # ITU-R 601 luma
+        pixels = pixels @ LUMA.astype(np.float32)[:, None]
     pixels = _resize(pixels, pre, path)
-    shown = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-    shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
+    shown = grey_to_rgb(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
     if pre.color == "bgr":
         pixels = pixels[..., ::-1]
     values = (pixels * pre.scale - np.asarray(pre.mean, np.float32)) / np.asarray(
@@ -281,6 +281,7 @@ def image_to_input(pixels: np.ndarray, pre: Preprocess, path="image") -> Loaded:
 
 
 def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 1) -> (H, W, 3) by repeating the channel; anything else unchanged."""
     return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
 
 
@@ -343,11 +344,10 @@ def load_inputs(
 def _array_picture(x: np.ndarray, input_shape) -> np.ndarray | None:
     """A picture of a model-space array (min-max scaled), when it looks like an image."""
     try:
-        layout, channels, _ = _layout_of(tuple(input_shape))
+        layout, _, _ = _layout_of(tuple(input_shape))
     except InputError:
         return None
     hwc = x.transpose(1, 2, 0) if layout == "NCHW" else x
     lo, hi = float(hwc.min()), float(hwc.max())
     scaled = (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)
-    shown = np.round(scaled * 255).astype(np.uint8)
-    return np.repeat(shown, 3, axis=-1) if channels == 1 else shown
+    return grey_to_rgb(np.round(scaled * 255).astype(np.uint8))

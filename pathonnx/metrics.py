@@ -335,7 +335,7 @@ def pathway_confidence(model: Model, x: np.ndarray, masks: dict, target) -> dict
     removed, a real forward pass: gates above re-decide) and without, and the change."""
     target = model.check_target(target, len(x))
     rows = np.arange(len(x))
-    full = softmax(model.forward(x).logits)[rows, target]
+    full = softmax(model.logits(x))[rows, target]
     scales = {name: np.asarray(m, np.float32) for name, m in masks.items()}
     restricted = softmax(model.engine.scaled_forward(x, scales).logits)[rows, target]
     return {"full": full, "pathway": restricted, "change": restricted - full}

@@ -36,6 +36,11 @@ class Gate:
     def units(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    @property
+    def reads_input(self) -> bool:
+        """Whether the frozen gate needs its input (LeakyRelu/PRelu: the slope's sign)."""
+        return self.kind in ("leaky_relu", "prelu")
+
 
 @dataclass(frozen=True)
 class MaxPoolSite:
@@ -130,8 +135,7 @@ class Model:
         """Run once: ``x`` float32 (N, *input_shape) -> logits (N, K), every gate's output, the
         inputs of LeakyRelu/PRelu gates and every max-pool's argmax (the frozen pattern)."""
         x = as_batch(x, self.input_shape)
-        pre = [g for g in self.gates if g.kind in ("leaky_relu", "prelu")]
-        wanted = [g.input for g in pre if g.input != self.input_name]
+        wanted = [g.input for g in self.gates if g.reads_input and g.input != self.input_name]
         names = [
             self.logits_name,
             *(g.name for g in self.gates),
@@ -139,12 +143,18 @@ class Model:
         ]
         names += [name for name in wanted if name not in names]
         values = dict(zip(names, self.session.run(names, {self.input_name: x})))
-        values[self.input_name] = x
+        return self.pattern(x, values)
+
+    def pattern(self, x: np.ndarray, values: dict, read=None) -> Forward:
+        """The :class:`Forward` of a run at ``x`` whose outputs are ``values`` (by tensor name).
+        ``read(tensor name)`` gives a LeakyRelu/PRelu gate's input (default: from ``values``)."""
+        values = {**values, self.input_name: x}
+        read = read or values.__getitem__
         return Forward(
             x=x,
             logits=values[self.logits_name],
             activations={g.name: values[g.name] for g in self.gates},
-            preactivations={g.name: values[g.input] for g in pre},
+            preactivations={g.name: read(g.input) for g in self.gates if g.reads_input},
             argmax={m.name: values[m.argmax] for m in self.maxpools},
         )
 

@@ -267,13 +267,14 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     if valid is not None:
         seeds[~valid] = 0.0
     sweep = _RowStore(engine, fwd, {"seed": seeds.reshape(n * r, k)}, None, np.zeros(n * r), r)
-    walker, sparse = model.engine.sparse_walker, None
+    walker, sparse = engine.sparse_walker, None
     masks, kept = {}, {}
     for index in range(len(gates) - 1, len(gates) - 1 - depth, -1):
         gate = gates[index]
-        if sparse is None and _narrow(walker, gates, cuts, index, masks, sweep.start):
+        narrow = _narrow(walker, gates, cuts, index, masks, (sparse or sweep).start)
+        if narrow and sparse is None:
             sparse = _Sparse.from_store(sweep, gates[index + 1], masks[gates[index + 1].name])
-        if sparse is not None and not _narrow(walker, gates, cuts, index, masks, sparse.start):
+        elif not narrow and sparse is not None:
             sweep, sparse = sparse.to_store(engine, fwd, gates[index + 1]), None
         if sparse is not None and not sparse.advance(walker, fwd, cuts[index], masks):
             sweep, sparse = sparse.to_store(engine, fwd, gates[index + 1]), None  # too dense

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from .images import LUMA
+
 PANEL = 192  # smallest side of a panel, in pixels
 RED, BLUE, WHITE = np.array([178, 24, 43]), np.array([33, 102, 172]), np.array([247, 247, 247])
 
@@ -49,7 +51,7 @@ def overlay(image: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, f
     if image is None or image.shape[:2] != values.shape:
         base = np.full((*values.shape, 3), 255.0)
     else:
-        grey = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        grey = image.astype(np.float64) @ LUMA
         base = np.repeat((150 + 0.4 * grey)[..., None], 3, axis=-1)
     out = base * (1 - alpha[..., None]) + colour * alpha[..., None]
     return np.clip(np.round(out), 0, 255).astype(np.uint8), scale

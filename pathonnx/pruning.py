@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from .errors import InputError
+from .metrics import softmax
 from .model import Model
 from .pathways import Pathway, gate_cotangents, network_wide_start, pathway_from_masks
 
@@ -101,12 +102,6 @@ def _greedy(model: Model, fwd0, target, sparsity: float, rounds: int = 20):
     return chosen, {"rounds": step + 1}
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _dgr(
     model: Model,
     fwd0,
@@ -134,12 +129,12 @@ def _dgr(
         lam = {g.name: np.full((n, g.units), value) for g in gates}
     first = {g.name: np.zeros((n, g.units)) for g in gates}
     second = {g.name: np.zeros((n, g.units)) for g in gates}
-    teacher = _softmax(fwd0.logits.astype(np.float64))
+    teacher = softmax(fwd0.logits)
     losses = []
     for t in range(1, int(steps) + 1):
         scales = _shaped(model, lam, n, np.float32)
         fwd = engine.scaled_forward(fwd0.x, scales)
-        student = _softmax(fwd.logits.astype(np.float64))
+        student = softmax(fwd.logits)
         losses.append(-(teacher * np.log(np.maximum(student, 1e-300))).sum(axis=1))
         seeds = (student - teacher).astype(np.float32)  # ∂CE/∂logits
         grads = gate_cotangents(model, fwd, seeds=seeds, scales=scales)
