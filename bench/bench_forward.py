@@ -35,7 +35,7 @@ import onnxruntime as ort
 import torch
 
 import pathonnx
-from pathonnx.forward import providers_for
+from pathonnx.engine import providers_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import archs  # noqa: E402  (a sibling file, not an installed package)

@@ -24,7 +24,7 @@ import archs  # noqa: E402
 from common import machine, measure  # noqa: E402
 
 import pathonnx  # noqa: E402
-from pathonnx import metrics as M  # noqa: E402
+from pathonnx.evaluation import metrics as M  # noqa: E402
 
 
 def per_step_loop(model, x, attribution, target, steps):

@@ -11,9 +11,8 @@ import click
 import numpy as np
 
 import pathonnx
-from pathonnx.attribution import METHODS
 from pathonnx.errors import InputError
-from pathonnx.evaluate import (
+from pathonnx.evaluation.evaluate import (
     GROUPS,
     Settings,
     csv_text,
@@ -25,14 +24,9 @@ from pathonnx.evaluate import (
 from pathonnx.explanation import model_labels
 from pathonnx.images import collect
 from pathonnx.io import atomic_write_bytes
+from pathonnx.methods import METHODS
 
-from .explain_cmd import (
-    apply_options,
-    check_out_dir,
-    param_value,
-    preprocess_options,
-    read_inputs,
-)
+from . import options
 
 
 def _names(text: str, known, what: str) -> list[str]:
@@ -59,7 +53,8 @@ def _masks(path: str | None, data: tuple[str, ...]) -> dict | None:
 
 
 def evaluate_options(func):
-    options = [
+    """The options of `pathonnx evaluate`, in the order --help lists them."""
+    own = [
         click.option("--methods", default="pathwise,saliency,integrated_gradients,gradcam",
                      show_default=True, help="Comma-separated registry names."),
         click.option("--metrics", default=",".join(GROUPS), show_default=True,
@@ -71,8 +66,6 @@ def evaluate_options(func):
         click.option("--masks", type=click.Path(dir_okay=False),
                      help="Object masks (.npz, <stem>__obj<k> and <stem>__classes); default "
                           "DATA/masks.npz."),
-        click.option("-p", "--param", multiple=True,
-                     help="A method parameter, method.name=value (e.g. intgrad.steps=16)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the MPRT re-initialization."),
         click.option("-o", "--out", default="pathonnx-eval", show_default=True,
@@ -80,27 +73,23 @@ def evaluate_options(func):
         click.option("--batch", type=int, default=64, show_default=True,
                      help="Inputs per onnxruntime call in the metrics."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        *options.preprocess_options(),
     ]  # fmt: skip
-    return preprocess_options(apply_options(func, options))
+    return options.apply_options(func, options.with_method_options(own, flags=False))
 
 
 def run_evaluate(model, data, **opts) -> None:
     methods = _names(opts["methods"], METHODS, "methods")
     groups = _names(opts["metrics"], GROUPS, "metrics")
-    params: dict[str, dict] = {}
-    for item in opts["param"]:
-        key, sep, value = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise InputError(f"--param {item!r} must look like method.name=value")
-        params.setdefault(method, {})[name] = param_value(value)
+    one = methods[0] if len(methods) == 1 else None
+    params = {m: p for m, p in options.method_params(opts, methods, primary=one).items() if p}
     files = collect(list(data))
     if opts["limit"] is not None:
         if opts["limit"] < 1:
             raise InputError(f"--limit {opts['limit']} must be a positive number")
         files = files[: opts["limit"]]
     loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])
-    pre, loaded = read_inputs(loaded_model, opts, files)
+    pre, loaded = options.read_inputs(loaded_model, opts, files)
     for note in pre.notes if pre is not None else ():
         click.echo(f"note: {note}", err=True)
     if opts["limit"] is not None:
@@ -108,7 +97,7 @@ def run_evaluate(model, data, **opts) -> None:
     labels = model_labels(loaded_model, opts["labels"])
     masks = _masks(opts["masks"], data)
     out = Path(opts["out"])
-    check_out_dir(out, [], files)
+    options.check_out_dir(out, [], files)
     settings = Settings(steps=opts["steps"], seed=opts["seed"], mprt_layers=opts["mprt_layers"],
                         batch=max(4, opts["batch"]), params=params)  # fmt: skip
     show = not opts["as_json"] and sys.stderr.isatty()

@@ -16,6 +16,7 @@ from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
+from .options import methods_epilog
 from .render import check_text, inspect_text, report_text
 
 
@@ -40,7 +41,8 @@ SHAPE = ShapeType()
 
 
 class Group(click.Group):
-    """Turns pathonnx errors into one line and the exit code of DESIGN §5 (unless --debug)."""
+    """Turns pathonnx errors into one line and their exit code (unless --debug): 2 for bad
+    usage or unreadable input, 1 for a model that is not explainable (docs/ARCHITECTURE.md)."""
 
     def invoke(self, ctx):
         try:
@@ -108,7 +110,7 @@ def main(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
-@main.command()
+@main.command(epilog=methods_epilog())
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, type=click.Path())
 @explain_options
@@ -139,7 +141,7 @@ def explain(model, images, **opts):
     run_explain(model, images, **opts)
 
 
-@main.command()
+@main.command(epilog=methods_epilog())
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("data", nargs=-1, required=True, type=click.Path())
 @evaluate_options

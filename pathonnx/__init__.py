@@ -1,17 +1,28 @@
-"""pathonnx: exact, pathway-based explanations of exported ReLU networks, straight from ONNX."""
+"""pathonnx: exact, pathway-based explanations of exported ReLU networks, straight from ONNX.
+
+The package's folders are the pipeline's stages, each importing only from those before it
+(docs/ARCHITECTURE.md): ``ops`` (one rule per op) → ``graph`` (load, rewrite) → ``engine``
+(Model, sessions, the exact linear model) → ``methods`` (the registry, pathways, baselines)
+→ ``evaluation`` (metrics) → the use cases here (``explanation``, ``check``, ``pictures``).
+"""
 
 from __future__ import annotations
 
-from .attribution import METHODS, attribute
 from .check import CheckResult, SelfCheck, check_model, self_check
-from .engine import Linear
+from .engine import Forward, Linear, Model, load
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
 from .explanation import Explanation, explain
-from .forward import Forward
-from .model import Gate, MaxPoolSite, Model, load
-from .pathways import Pathway, critical_pathway, decompose, jaccard, pathwise
-from .pruning import pruned_pathway
-from .rewrite import PassReport
+from .graph import Gate, MaxPoolSite, PassReport
+from .methods import (
+    METHODS,
+    Pathway,
+    attribute,
+    critical_pathway,
+    decompose,
+    jaccard,
+    pruned_pathway,
+)
+from .methods.pathwise import pathwise
 
 __version__ = "0.1.0"
 

@@ -8,17 +8,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 
+from .engine import Model, make_session, softmax
 from .errors import PathonnxError, UnsupportedModelError
-from .forward import make_session
-from .load import load_model
-from .model import Model
-from .rewrite import canonicalize
+from .graph import canonicalize, load_model
 
 #: The rewritten model must match the original to this fraction of the logit scale.
 RELATIVE_TOLERANCE = 1e-5
-#: W·x + b must give the logit to this fraction of the logit scale (DESIGN §3).
+#: W·x + b must give the logit to this fraction of the logit scale (docs/ARCHITECTURE.md).
 COMPLETENESS_TOLERANCE = 1e-4
 
 
@@ -41,23 +38,6 @@ class SelfCheck:
         return asdict(self)
 
 
-def _original_with_logits(model: Model) -> tuple[onnx.ModelProto, str]:
-    """The original model, with the canonical logits tensor added as an output if it exists."""
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.original)
-    outputs = [o.name for o in proto.graph.output]
-    name = model.reference_name
-    if name in outputs:
-        return proto, "logits"
-    produced = {out for node in proto.graph.node for out in node.output}
-    if name not in produced:
-        return proto, "output"
-    info = proto.graph.output.add()
-    info.name = name
-    info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    return proto, "logits"
-
-
 def self_check(model: Model, batch: int = 2, seed: int = 0) -> SelfCheck:
     """Run original and canonical models on ``batch`` standard-normal inputs and compare.
 
@@ -66,16 +46,15 @@ def self_check(model: Model, batch: int = 2, seed: int = 0) -> SelfCheck:
     """
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
-    proto, compared = _original_with_logits(model)
+    proto, compared = model.graph.original_with_logits()
     session = make_session(proto, ["CPUExecutionProvider"])
-    name = model.reference_name if compared == "logits" else proto.graph.output[0].name
+    name = model.reference_name if compared == "logits" else session.get_outputs()[0].name
     expected = np.concatenate(
         [session.run([name], {model.input_name: x[i : i + 1]})[0] for i in range(batch)]
     ).reshape(batch, -1)
     got = model.forward(x).logits
     if compared == "output" and model.softmax_stripped:
-        shifted = np.exp(got - got.max(axis=1, keepdims=True))
-        got = shifted / shifted.sum(axis=1, keepdims=True)
+        got = softmax(got)
     diff = float(np.abs(got - expected).max())
     scale = float(max(np.abs(expected).max(), 1e-12))
     tolerance = RELATIVE_TOLERANCE * scale
@@ -115,16 +94,16 @@ def check_model(
 ) -> CheckResult:
     """Load, canonicalize and self-check one model; never raises for a bad model file.
 
-    ``exit_code`` follows DESIGN §5: 0 explainable and reproduced, 1 not explainable or the
-    self-check failed, 2 unreadable (or a bad ``input_shape``).
+    ``exit_code`` follows the exit codes of docs/ARCHITECTURE.md: 0 explainable and reproduced,
+    1 not explainable or the self-check failed, 2 unreadable (or a bad ``input_shape``).
     """
     result = CheckResult(model=str(path))
     try:
-        loaded = load_model(path, input_shape)
-        result.ops = dict(Counter(n.op_type for n in loaded.proto.graph.node))
-        result.opset_upgraded_from = loaded.opset_upgraded_from
-        result.input_shape = list(loaded.input_shape)
-        model = Model(loaded, canonicalize(loaded, Path(path).name), device)
+        file = load_model(path, input_shape)
+        result.ops = dict(file.op_histogram())
+        result.opset_upgraded_from = file.opset_upgraded_from
+        result.input_shape = list(file.input_shape)
+        model = Model(canonicalize(file, Path(path).name), device)
     except UnsupportedModelError as err:
         result.error, result.exit_code = str(err), err.exit_code
         result.unsupported = [{"node": n, "op": op, "reason": why} for n, op, why in err.nodes]
@@ -166,12 +145,12 @@ def check_model(
 
 
 def completeness_check(model: Model, batch: int = 2, seed: int = 0) -> dict:
-    """Σ W⊙x + b against the logit of the predicted class, on random inputs (DESIGN §3)."""
+    """Σ W⊙x + b against the logit of the predicted class, on random inputs."""
     x = np.random.default_rng(seed).standard_normal((batch, *model.input_shape))
     x = x.astype(np.float32)
     fwd = model.forward(x)
     target = fwd.logits.argmax(axis=1)
-    linear = model.engine.linearize(x, target, fwd=fwd)
+    linear = model.linearize(x, target, fwd=fwd)
     error = float(np.abs(linear.output(x) - fwd.logits[np.arange(batch), target]).max())
     scale = float(max(np.abs(fwd.logits).max(), 1e-12))
     tolerance = COMPLETENESS_TOLERANCE * scale

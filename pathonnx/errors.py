@@ -1,4 +1,8 @@
-"""Errors that pathonnx raises, each with the exit code the CLI maps it to (DESIGN §5)."""
+"""Errors that pathonnx raises, each with the exit code the CLI maps it to.
+
+The codes are those of docs/ARCHITECTURE.md: 2 for bad input or usage, 1 for a model that is
+not explainable.
+"""
 
 from __future__ import annotations
 

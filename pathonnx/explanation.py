@@ -1,7 +1,7 @@
-"""Stage 7, explanations: one object per input that the CLI renders and the API returns.
+"""Explanations: one object per input that the CLI renders and the API returns.
 
 :func:`explain` runs a registered method (default: pathwise) on images or arrays, optionally
-decomposes the pathway into paths and runs baselines beside it, and returns
+decomposes its pathway into paths and runs other methods beside it, and returns
 :class:`Explanation` objects: the prediction, the attribution(s), per-path statistics, the
 completeness error of the exact linear model, timings, and the preprocessing used. Inputs are
 batched through onnxruntime.
@@ -9,6 +9,7 @@ batched through onnxruntime.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .attribution import METHODS, method_params
+from .engine import Model, as_batch, load, softmax
 from .errors import InputError
-from .forward import as_batch
-from .images import Loaded, Preprocess, load_inputs, resolve_preprocess
+from .images import Preprocess, Sample, load_inputs, resolve_preprocess
 from .io import atomic_write_bytes
-from .metrics import softmax
-from .model import Model, load
-from .pathways import Pathway, decompose
+from .methods import METHODS, Pathway, method_params
+from .pictures import compose, figure
 
 #: Metadata key of a model's class names (a JSON list), written by ``pathonnx rewrite``.
 LABELS_KEY = "pathonnx.labels"
@@ -58,9 +57,11 @@ class PathSummary:
 
 @dataclass
 class Explanation:
-    """Why the model said what it said about one input (see :func:`explain`)."""
+    """Why the model said what it said about one input (see :func:`explain`).
 
-    model: str
+    ``model_source`` is the model's file (or ``<bytes>``/``<ModelProto>``)."""
+
+    model_source: str
     model_sha256: str
     source: str
     x: np.ndarray
@@ -104,7 +105,7 @@ class Explanation:
     def to_dict(self) -> dict:
         p = self.probabilities
         return {
-            "model": self.model,
+            "model": self.model_source,
             "model_sha256": self.model_sha256,
             "input": self.source,
             "preprocess": self.preprocess,
@@ -131,22 +132,16 @@ class Explanation:
 
     def picture(self):
         """The explanation as a PIL image (what ``save`` writes as PNG)."""
-        from .pictures import compose
-
         return compose(self)
 
     def figure(self):
         """The explanation as a matplotlib Figure (needs matplotlib)."""
-        from .pictures import figure
-
         return figure(self)
 
     def save(self, folder, stem: str | None = None) -> list[Path]:
         """Write ``<stem>.png`` (the picture), ``<stem>.json`` (the report) and ``<stem>.npz``
         (the attribution arrays) into ``folder``, each atomically. Returns the paths. ``stem``
         defaults to the input's file name."""
-        import io
-
         folder, stem = Path(folder), stem or self.stem
         png = io.BytesIO()
         self.picture().save(png, format="PNG")
@@ -223,6 +218,45 @@ def target_index(target, labels: list[str], num_outputs: int):
         ) from None
 
 
+@dataclass(frozen=True)
+class Request:
+    """What to explain about every input, checked once: the ``method`` and its ``params``
+    (completed with defaults), the ``target`` (an index, or None for the prediction), the
+    number of ``paths`` to decompose into, the ``compare`` methods and their params, the class
+    ``labels``, and what the reports record (``model_sha256``, ``preprocess``)."""
+
+    method: str
+    params: dict
+    target: int | None
+    paths: int | None
+    compare: dict[str, dict]
+    labels: list[str]
+    model_sha256: str
+    preprocess: dict | None
+
+    @classmethod
+    def make(cls, model: Model, method: str = "pathwise", target=None, paths=None, compare=(),
+             preprocess: Preprocess | None = None, labels=None, params=None):  # fmt: skip
+        """Check everything against ``model`` and the registry. ``compare``: method names, or
+        a mapping from names to their params."""
+        params = method_params(method, dict(params or {}))
+        given = compare if isinstance(compare, dict) else dict.fromkeys(compare, {})
+        compare = {n: method_params(n, dict(p or {})) for n, p in given.items() if n != method}
+        if paths is not None and METHODS[method].decompose is None:
+            split = [m.name for m in METHODS.values() if m.decompose is not None]
+            use = " or ".join(f"method={name!r}" for name in split)
+            raise InputError(f"paths={paths} decomposes a pathway into paths; use {use}")
+        if paths is not None and (isinstance(paths, bool) or int(paths) < 1):
+            raise InputError(f"paths {paths} must be a positive number of paths")
+        names = model_labels(model, labels)
+        target = target_index(target, names, model.num_outputs)
+        if target is not None:
+            model.check_target(target, 1)
+        pre = None if preprocess is None else preprocess.to_dict()
+        return cls(method, params, target, None if paths is None else int(paths), compare, names,
+                   model.sha256(), pre)  # fmt: skip
+
+
 def explain(
     model,
     inputs,
@@ -241,10 +275,11 @@ def explain(
 
     ``model``: a :class:`Model` or a path. ``inputs``: an image path, a .npy path, a list of
     them, or an array (one sample ``(*input_shape)`` or a batch). ``target``: index or label
-    name (default: the prediction). ``paths=M`` also decomposes the pathwise pathway into M
-    paths. ``compare``: baseline method names run beside it. ``preprocess``: a
-    :class:`Preprocess` or a dict of its fields (default: the model's metadata, else a default
-    from its input shape). ``labels``: a list or a file (default: the model's metadata).
+    name (default: the prediction). ``paths=M`` also decomposes the pathway into M paths (for
+    methods that have a decomposition: pathwise). ``compare``: other method names run beside
+    it. ``preprocess``: a :class:`Preprocess` or a dict of its fields (default: the model's
+    metadata, else a default from its input shape). ``labels``: a list or a file (default: the
+    model's metadata).
     """
     model = model if isinstance(model, Model) else load(model)
     single = False
@@ -253,18 +288,17 @@ def explain(
     if isinstance(inputs, np.ndarray):
         single = tuple(inputs.shape) == tuple(model.input_shape)
         array = as_batch(inputs[None] if single else inputs, model.input_shape)
-        loaded = [Loaded(array[i], None, f"array[{i}]") for i in range(len(array))]
+        samples = [Sample(array[i], None, f"array[{i}]") for i in range(len(array))]
         single = single or len(array) == 1
         pre = None  # arrays are already in the model's input space
     else:
         pre = preprocess
         if not isinstance(pre, Preprocess):
             pre = image_preprocess(model, **(pre or {}))
-        loaded = [item for path in inputs for item in load_inputs(path, pre, model.input_shape)]
-        single = single and len(loaded) == 1
-    out = explain_loaded(
-        model, loaded, method, target, paths, compare, pre, labels, batch, **params
-    )
+        samples = [item for path in inputs for item in load_inputs(path, pre, model.input_shape)]
+        single = single and len(samples) == 1
+    request = Request.make(model, method, target, paths, compare, pre, labels, params)
+    out = explain_samples(model, samples, request, batch)
     return out[0] if single else out
 
 
@@ -278,89 +312,69 @@ def image_preprocess(model: Model, preset: str | None = None, **given) -> Prepro
         raise
 
 
-def explain_loaded(
-    model: Model,
-    loaded: list[Loaded],
-    method: str = "pathwise",
-    target=None,
-    paths: int | None = None,
-    compare=(),
-    preprocess: Preprocess | None = None,
-    labels=None,
-    batch: int = 16,
-    progress=None,
-    **params,
+def explain_samples(
+    model: Model, samples: list[Sample], request: Request, batch: int = 16, progress=None
 ) -> list[Explanation]:
     """:func:`explain` on inputs already read; ``progress(n)`` is called after each batch."""
-    params = method_params(method, params)
-    compare = [c for c in compare if c != method]
-    for name in compare:
-        method_params(name, {})
-    if paths is not None and method != "pathwise":
-        raise InputError(f"paths={paths} decomposes a pathwise pathway; use method='pathwise'")
-    if paths is not None and (isinstance(paths, bool) or int(paths) < 1):
-        raise InputError(f"paths {paths} must be a positive number of paths")
-    names = model_labels(model, labels)
-    target = target_index(target, names, model.num_outputs)
-    if target is not None:
-        model.check_target(target, 1)
-    sha = model.sha256()
-    pre = None if preprocess is None else preprocess.to_dict()
     out = []
-    for lo in range(0, len(loaded), max(1, int(batch))):
-        part = loaded[lo : lo + max(1, int(batch))]
-        out += _explain_batch(model, part, method, params, target, paths, compare, names, sha, pre)
+    step = max(1, int(batch))
+    for lo in range(0, len(samples), step):
+        part = samples[lo : lo + step]
+        out += _explain_batch(model, part, request)
         if progress is not None:
             progress(len(part))
     return out
 
 
-def _explain_batch(model, part, method, params, target, paths, compare, names, sha, pre):
+def _timed(timings: dict, key: str, run):
+    t0 = time.perf_counter()
+    value = run()
+    timings[key] = time.perf_counter() - t0
+    return value
+
+
+def _explain_batch(model: Model, part: list[Sample], request: Request) -> list[Explanation]:
     x = as_batch(np.stack([item.x for item in part]), model.input_shape)
-    n = len(x)
-    timings = {}
-    t0 = time.perf_counter()
-    fwd = model.forward(x)
-    timings["forward"] = time.perf_counter() - t0
-    targets = fwd.prediction if target is None else model.check_target(target, n)
-    t0 = time.perf_counter()
-    attribution, pathway = METHODS[method].with_pathway(model, x, targets, **params)
-    timings["method"] = time.perf_counter() - t0
+    n, timings = len(x), {}
+    fwd = _timed(timings, "forward", lambda: model.forward(x))
+    targets = fwd.targets(request.target)
+    method = METHODS[request.method]
+    attribution, pathway = _timed(
+        timings, "method", lambda: method.with_pathway(model, x, targets, **request.params)
+    )
     decomposed = []
-    if paths is not None:
-        t0 = time.perf_counter()
-        decomposed = decompose(model, x, targets, int(paths), params.get("depth"),
-                               params.get("width"), params.get("alpha"))  # fmt: skip
-        timings["paths"] = time.perf_counter() - t0
-    path_maps = [p.attribution(x) for p in decomposed]
-    others = {}
-    for name in compare:
-        t0 = time.perf_counter()
-        others[name] = METHODS[name].run(model, x, targets, **method_params(name, {}))
-        timings[f"compare:{name}"] = time.perf_counter() - t0
+    if request.paths is not None:
+        decomposed = _timed(timings, "paths", lambda: method.decompose(
+            model, x, targets, request.paths, **request.params))  # fmt: skip
+    path_maps = [method.from_pathway(p, x) for p in decomposed]
+    others = {
+        name: _timed(timings, f"compare:{name}",
+                     lambda name=name, p=p: METHODS[name].run(model, x, targets, **p))
+        for name, p in request.compare.items()
+    }  # fmt: skip
     t0 = time.perf_counter()
-    full = model.engine.linearize(x, targets, fwd=fwd)
+    full = model.linearize(x, targets, fwd=fwd)
     logit = fwd.logits[np.arange(n), targets].astype(np.float64)
     err = np.abs(full.output(x) - logit) / np.maximum(np.abs(logit), 1.0)
     timings["completeness"] = time.perf_counter() - t0
     timings = {k: v / n for k, v in timings.items()}
-    top, shown = model.gates[-1].name, _jsonable(params)
+    shown = _jsonable(request.params)
     out = []
     for i, item in enumerate(part):
-        seeds = [int(p.masks[top][i].reshape(-1).argmax()) for p in decomposed]
         out.append(
             Explanation(
-                model=str(model.source), model_sha256=sha, source=item.source, x=x[i],
-                image=item.image, preprocess=pre if item.image is not None else None,
-                labels=names, logits=fwd.logits[i], prediction=int(fwd.prediction[i]),
-                target=int(targets[i]), method=method, params=dict(shown),
+                model_source=str(model.source), model_sha256=request.model_sha256,
+                source=item.source, x=x[i], image=item.image,
+                preprocess=request.preprocess if item.image is not None else None,
+                labels=request.labels, logits=fwd.logits[i], prediction=int(fwd.prediction[i]),
+                target=int(targets[i]), method=request.method, params=dict(shown),
                 attribution=attribution[i],
                 pathway=None if pathway is None else _summary(
                     pathway, attribution, x, i, logit[i]
                 ),
                 paths=[
-                    _summary(p, a, x, i, logit[i], s)
-                    for p, a, s in zip(decomposed, path_maps, seeds)
+                    _summary(p, a, x, i, logit[i], int(p.stats["seed_unit"][i]))
+                    for p, a in zip(decomposed, path_maps)
                 ],
                 compare={k: v[i] for k, v in others.items()},
                 completeness_error=float(err[i]), timings=dict(timings),

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -191,7 +192,7 @@ def _validate(pre: Preprocess, layout: str, channels: int, size: tuple[int, int]
 
 
 @dataclass(frozen=True)
-class Loaded:
+class Sample:
     """One input ready for the model: ``x`` (*input_shape), the ``image`` as shown (H, W, 3
     uint8, what the model sees before mean/std), and where it came from."""
 
@@ -202,8 +203,6 @@ class Loaded:
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to float32 (H, W, C) in 0..255, C = 1 (grey) or 3 (RGB)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             img.load()
@@ -231,8 +230,6 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def _resize(pixels: np.ndarray, pre: Preprocess, path) -> np.ndarray:
-    from PIL import Image
-
     h, w = pixels.shape[:2]
     th, tw = pre.size
     if (h, w) == (th, tw):
@@ -259,7 +256,7 @@ def _resize(pixels: np.ndarray, pre: Preprocess, path) -> np.ndarray:
     return out[top : top + th, left : left + tw]
 
 
-def image_to_input(pixels: np.ndarray, pre: Preprocess, path="image") -> Loaded:
+def image_to_input(pixels: np.ndarray, pre: Preprocess, path="image") -> Sample:
     """Decoded pixels (H, W, C) 0..255 -> the model input and the picture shown."""
     channels = pixels.shape[-1]
     if pre.channels == 3 and channels == 1:
@@ -277,7 +274,7 @@ def image_to_input(pixels: np.ndarray, pre: Preprocess, path="image") -> Loaded:
         pre.std, np.float32
     )
     x = values.transpose(2, 0, 1) if pre.layout == "NCHW" else values
-    return Loaded(np.ascontiguousarray(x, np.float32), shown, str(path))
+    return Sample(np.ascontiguousarray(x, np.float32), shown, str(path))
 
 
 def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -308,7 +305,7 @@ def collect(paths: list, recursive: bool = True) -> list[Path]:
 
 def load_inputs(
     path: Path, pre: Preprocess | None, input_shape: tuple[int, ...], grey_ok: bool = False
-) -> list[Loaded]:
+) -> list[Sample]:
     """One file -> its inputs: one per image, one per sample of a .npy array."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
@@ -328,9 +325,9 @@ def load_inputs(
         array = np.asarray(array, np.float32)
         name = str(path)
         return [
-            Loaded(array[i], _array_picture(array[i], input_shape), f"{name}[{i}]")
+            Sample(array[i], _array_picture(array[i], input_shape), f"{name}[{i}]")
             if len(array) > 1
-            else Loaded(array[0], _array_picture(array[0], input_shape), name)
+            else Sample(array[0], _array_picture(array[0], input_shape), name)
             for i in range(len(array))
         ]
     if pre is None:

@@ -12,7 +12,9 @@ import json
 import math
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
+from .errors import InputError
 from .images import LUMA
 
 PANEL = 192  # smallest side of a panel, in pixels
@@ -58,8 +60,6 @@ def overlay(image: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, f
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType sizes
@@ -98,8 +98,6 @@ def panels(expl) -> list[tuple[str, np.ndarray]]:
 
 def compose(expl):
     """The explanation as one PIL image: a header, the panels in a row, the top-k bars."""
-    from PIL import Image, ImageDraw
-
     pictures = panels(expl)
     side = max(PANEL, max(max(p.shape[:2]) for _, p in pictures))
     scaled = [(title, _upscale(p, side)) for title, p in pictures]
@@ -109,7 +107,8 @@ def compose(expl):
     big, small = _font(15), _font(12)
     p = expl.probabilities
     head = (
-        f"{_short(expl.model)} · {_short(expl.source)} · predicted {expl.label(expl.prediction)} "
+        f"{_short(expl.model_source)} · {_short(expl.source)} · predicted "
+        f"{expl.label(expl.prediction)} "
         f"({100 * p[expl.prediction]:.1f}%) · explaining {expl.label(expl.target)} "
         f"(logit {float(expl.logits[expl.target]):.3g})"
     )
@@ -171,8 +170,6 @@ def figure(expl):
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        from .errors import InputError
-
         raise InputError("figure() needs matplotlib: pip install matplotlib") from None
     pictures = panels(expl)
     fig, axes = plt.subplots(1, len(pictures) + 1, figsize=(3 * (len(pictures) + 1), 3.4))

@@ -1,9 +1,10 @@
 """An independent oracle in torch (float64): gradients through kept units, and the frozen map.
 
-Written from DESIGN §3, not from pathonnx's engine: torch autograd gives W; tensor hooks that
-zero the gradient of removed units give W^p; forward hooks that replace every gate by its
-frozen slope and offset (and every max-pool by a gather at its frozen argmax) give the frozen,
-masked map, whose value at 0 is b^p. Gates are matched to pathonnx's by execution order.
+Written from the semantics in docs/ARCHITECTURE.md, not from pathonnx's engine: torch autograd
+gives W; tensor hooks that zero the gradient of removed units give W^p; forward hooks that
+replace every gate by its frozen slope and offset (and every max-pool by a gather at its frozen
+argmax) give the frozen, masked map, whose value at 0 is b^p. Gates are matched to pathonnx's
+by execution order.
 """
 
 from __future__ import annotations

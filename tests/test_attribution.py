@@ -175,7 +175,7 @@ def test_neuron_intgrad_matches_the_paper(arch, exported):
     path, module = exported(arch)
     model = pathonnx.load(path, device="cpu")
     x = zoo.example_input(arch, batch=2, seed=5)
-    scores = pathonnx.pathways._intgrad_scores(model, x, TARGETS, steps=6, batch=4)
+    scores = pathonnx.methods.critical._intgrad_scores(model, x, TARGETS, steps=6, batch=4)
     reference = intgrad_reference(TorchOracle(module), x, TARGETS, steps=6)
     for gate, ref in zip(model.gates, reference):
         got = scores[gate.name]

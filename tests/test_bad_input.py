@@ -1,4 +1,4 @@
-"""Bad input: one-line errors, DESIGN §5 exit codes, and no file changed (API and CLI)."""
+"""Bad input: one-line errors, the documented exit codes, and no file changed (API and CLI)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ import zoo
 from oracle import TorchOracle
 
 import pathonnx
-from pathonnx.engine import build_adjoint
-from pathonnx.forward import make_session
+from pathonnx.engine import build_adjoint, make_session
 
 # vgg_bn_softmax's torch output is probabilities; pathonnx explains its logits.
 ARCHS = [name for name in zoo.ARCHITECTURES if name != "vgg_bn_softmax"]
@@ -40,7 +39,7 @@ def check_linear_model(path, module, arch: str):
     assert np.abs(linear.W - grad).max() <= 1e-4 * np.abs(grad).max()
     logits = oracle.logits(x)[np.arange(2), TARGETS]
     scale = np.abs(oracle.logits(x)).max()
-    # completeness: Σ W⊙x + b is the logit (DESIGN §3, 1e-4 relative)
+    # completeness: Σ W⊙x + b is the logit (docs/ARCHITECTURE.md, 1e-4 relative)
     assert np.abs(linear.output(x) - logits).max() <= 1e-4 * scale
     # b against torch: on its linear region f(x) = ∇f·x + b
     b_torch = logits - (grad * x).reshape(2, -1).sum(1)

@@ -1,8 +1,8 @@
 """Properties of the linear engine on random small graphs (hypothesis).
 
-Completeness: Σ W⊙x + b is the logit. Per-gate decomposition (DESIGN §3): split one gate's
-units into parts; their contributions through that gate, W^p − W_¬g and b^p − b_¬g, sum to the
-whole map's, W − W_¬g and b − b_¬g.
+Completeness: Σ W⊙x + b is the logit. Per-gate decomposition (docs/ARCHITECTURE.md): split one
+gate's units into parts; their contributions through that gate, W^p − W_¬g and b^p − b_¬g, sum
+to the whole map's, W − W_¬g and b − b_¬g.
 """
 
 from __future__ import annotations

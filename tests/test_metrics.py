@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from helpers import make_model
 
 import pathonnx
-from pathonnx import metrics as M
+from pathonnx.evaluation import metrics as M
 from pathonnx_cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import pytest
 from helpers import make_model, ops, rand, run
 
 import pathonnx
-from pathonnx.rewrite import (
+from pathonnx.graph import (
     PIPELINE,
     canonicalize_gates,
     drop_identity,

@@ -8,7 +8,7 @@ import zoo
 from oracle import TorchOracle, pathwise_reference
 
 import pathonnx
-from pathonnx.pathways import select_units
+from pathonnx.methods.selection import select_units
 
 CASES = [
     ("mlp", {}),
@@ -98,7 +98,7 @@ def test_decomposition_seeds_and_paths(arch, exported):
     oracle = TorchOracle(module)
     # the seeds are the top gate's units of largest h·∂logit[target]/∂h, in order
     fwd = model.forward(x)
-    grads = pathonnx.pathways.gate_cotangents(model, fwd, target)[top.name]
+    grads = pathonnx.engine.gate_cotangents(model, fwd, target)[top.name]
     contribution = (fwd.activations[top.name] * grads).reshape(2, -1)
     expected = np.argsort(-contribution, axis=1, kind="stable")[:, :3]
     for m, pathway in enumerate(paths):
@@ -170,8 +170,8 @@ def test_sweep_under_a_tiny_memory_budget_gives_the_same_pathway(arch, exported)
      ("mobilenetv2", {"width": 2})],
 )  # fmt: skip
 def test_sparse_walk_below_narrow_gates_equals_the_dense_walk(arch, params, exported, monkeypatch):
-    from pathonnx import pathways
-    from pathonnx.sparse import SparseWalker
+    from pathonnx.engine.sparse import SparseWalker
+    from pathonnx.methods import pathwise as pathways
 
     path, _ = exported(arch)
     model = pathonnx.load(path, device="cpu")
@@ -191,7 +191,7 @@ def test_sparse_walk_below_narrow_gates_equals_the_dense_walk(arch, params, expo
 
 @pytest.mark.parametrize("seed", range(40))
 def test_sparse_selection_is_the_rule_on_the_full_scores(seed):
-    from pathonnx.pathways import select_sparse
+    from pathonnx.methods.selection import select_sparse
 
     rng = np.random.default_rng(seed)
     units, k = int(rng.integers(5, 40)), int(rng.integers(2, 6))
@@ -210,7 +210,7 @@ def test_sparse_selection_is_the_rule_on_the_full_scores(seed):
 def test_sparse_walk_falls_back_to_dense_when_the_cotangent_spreads(limit, exported, monkeypatch):
     # depth 2 leaves the gates below unmasked, so the final walk spreads the few entries out;
     # past SparseWalker.limit the stage runs dense, with the same result
-    from pathonnx import pathways
+    from pathonnx.methods import pathwise as pathways
 
     path, _ = exported("vgg_bn")
     model = pathonnx.load(path, device="cpu")

@@ -88,7 +88,7 @@ def test_scaled_forward_and_gradient_match_torch(exported):
     logits, _, after = _gated_run(oracle, x64, factors)
     np.testing.assert_allclose(fwd.logits, logits.detach().numpy(), rtol=1e-4, atol=1e-4)
     seeds = rng.standard_normal((2, model.num_outputs)).astype(np.float32)
-    grads = pathonnx.pathways.gate_cotangents(model, fwd, seeds=seeds, scales=scales)
+    grads = pathonnx.engine.gate_cotangents(model, fwd, seeds=seeds, scales=scales)
     want = torch.autograd.grad((logits * torch.tensor(seeds).double()).sum(), after)
     for gate, ref in zip(model.gates, want):
         got = grads[gate.name]

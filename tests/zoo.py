@@ -320,28 +320,26 @@ class ShuffleNet(nn.Module):
 # Small single-feature rows, for engine tests of one op each.
 
 
-def dilated() -> nn.Module:
+def three_convs(width: int, second: dict, third: dict) -> nn.Module:
+    """A conv-BN stem, a conv-BN pair with ``second``'s options and a plain 3x3 conv with
+    ``third``'s, each followed by ReLU, then the head."""
     return nn.Sequential(
         *conv_bn(3, 8),
         nn.ReLU(),
-        *conv_bn(8, 8, 3, dilation=2),
+        *conv_bn(8, width, 3, **second),
         nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=3, dilation=3),
+        nn.Conv2d(width, width, 3, **third),
         nn.ReLU(),
-        Head(8),
+        Head(width),
     )
+
+
+def dilated() -> nn.Module:
+    return three_convs(8, {"dilation": 2}, {"padding": 3, "dilation": 3})
 
 
 def grouped() -> nn.Module:
-    return nn.Sequential(
-        *conv_bn(3, 8),
-        nn.ReLU(),
-        *conv_bn(8, 16, 3, groups=2),
-        nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1, groups=4),
-        nn.ReLU(),
-        Head(16),
-    )
+    return three_convs(16, {"groups": 2}, {"padding": 1, "groups": 4})
 
 
 def convtranspose() -> nn.Module:

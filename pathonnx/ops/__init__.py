@@ -1,8 +1,9 @@
-"""The per-op registry: which ONNX ops pathonnx can explain, and how the linear engine treats them.
+"""Stage 1, ops: which ONNX ops pathonnx can explain, and how the linear engine treats each.
 
-One rule per op type, registered once with ``@op_rule``. A rule holds the forward vocabulary
-check and, next to it, the op's rules in the linear engine: its adjoint (transpose), its bias
-contribution, and for gates and max-pools the frozen form. Adding an op is one class.
+One rule per op type, registered once with ``@op_rule``. A rule holds everything about its op:
+the forward vocabulary check, the gate parameters it decodes, its dense adjoint (transpose) and
+bias contribution as ONNX nodes, the frozen form of gates and max-pools, and the sparse
+transpose that walks a few nonzero entries in numpy. Adding an op is one class in one file.
 
 Roles: ``gate`` (elementwise piecewise-linear; its elements are units), ``linear`` (linear or
 affine in the data), ``selection`` (max pooling: frozen like a gate, but not units).
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ._base import Rule, op_rule, registry
+from .backward import DECONVNET, GRADIENT, GUIDED, Backward
+from .base import Rule, TooDense, op_rule, registry, sample_shape
 
 # Importing the families registers their rules.
 from . import gates, linear, pooling, shapes  # noqa: E402,F401  isort: skip
@@ -53,4 +55,17 @@ def unsupported_nodes(graph: gs.Graph) -> list[tuple[str, str, str]]:
     return found
 
 
-__all__ = ["GATE_KINDS", "Rule", "op_rule", "role", "rule_for", "unsupported_nodes"]
+__all__ = [
+    "DECONVNET",
+    "GATE_KINDS",
+    "GRADIENT",
+    "GUIDED",
+    "Backward",
+    "Rule",
+    "TooDense",
+    "op_rule",
+    "role",
+    "rule_for",
+    "sample_shape",
+    "unsupported_nodes",
+]

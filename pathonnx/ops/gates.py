@@ -1,10 +1,15 @@
-"""Gates: elementwise piecewise-linear activations, frozen at the input's pattern (DESIGN §3).
+"""Gates: elementwise piecewise-linear activations, frozen at the input's pattern.
 
-At the pattern of x each gate is ``h = slope·z + offset``: ReLU slope ``[z>0]``; Clip(lo, hi)
-slope ``[lo<z<hi]`` and offset ``lo·[z≤lo] + hi·[z≥hi]``; LeakyRelu/PRelu slope 1 or a. A unit
-outside the pathway's mask passes nothing: its slope and offset are multiplied by the mask.
-In the *scaled* variant the mask is a float per unit instead (the per-unit gates of pruning
-baselines such as DGR): slope and offset are multiplied by it.
+At the pattern of x each gate is ``h = slope·z + offset`` (docs/ARCHITECTURE.md, Semantics):
+ReLU slope ``[z>0]``; Clip(lo, hi) slope ``[lo<z<hi]`` and offset ``lo·[z≤lo] + hi·[z≥hi]``;
+LeakyRelu/PRelu slope 1 or a. A unit outside the pathway's mask passes nothing: its slope and
+offset are multiplied by the mask. In the *scaled* variant the mask is a float per unit instead
+(the per-unit gates of pruning baselines such as DGR): slope and offset are multiplied by it.
+
+Each gate rule holds the whole of its op: the parameters it reads off the node (decoded here
+and nowhere else), its frozen pattern as ONNX nodes (the dense adjoint and the frozen graph) and
+in numpy (the sparse walk), and for ReLU the modified backward passes of
+:mod:`pathonnx.ops.backward`.
 """
 
 from __future__ import annotations
@@ -12,15 +17,24 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ._base import Rule, needs_constants, op_rule, sample_shape
+from .base import Rule, needs_constants, op_rule, sample_shape
+
+#: LeakyRelu's slope below 0 when the node leaves ``alpha`` out (ONNX operator spec).
+LEAKY_RELU_ALPHA = 0.01
 
 
-class Gate(Rule):
+class GateRule(Rule):
     """A gate frozen at x. Gates whose slope is 0 or 1 (ReLU, Clip) are written as a boolean
     *pass* condition (and'ed with the mask); the transpose multiplies by it as 0/1 floats."""
 
     role = "gate"
     kind = ""
+
+    def params(self, node: gs.Node) -> dict:
+        """The gate's constant parameters (Clip bounds, LeakyRelu alpha, PRelu slope)."""
+        return {}
+
+    # -- the frozen pattern as ONNX nodes ---------------------------------------------------------
 
     def passes(self, node: gs.Node, cx):
         """Boolean per sample (N, *shape): the slope is 1 here (else 0); None if not 0/1."""
@@ -85,22 +99,18 @@ class Gate(Rule):
 
         return cx.em.cached(self._key(node, "offset"), make)
 
-    def adjoint(self, node, ct, cx):
+    def transpose(self, node: gs.Node, ct, cx):
+        """The frozen, masked gate's transpose applied to the output cotangent ``ct``."""
         shape = sample_shape(node.outputs[0])
         keep = self.keep(node, cx)
-        if self.kind == "relu" and cx.rule == "deconvnet":
-            # DeconvNet (Zeiler & Fergus 2014) passes g·[g>0], whatever the forward pattern.
-            grad = cx.em.op("Relu", [ct[0]], hint="deconv")
-        elif keep is not None:
+        if keep is not None:
             # Multiplying by the condition as 0/1 floats gives the same result (cotangents are
             # finite), and onnxruntime's Mul is about twice as fast as its Where here.
-            grad = cx.rows_mul(ct[0], self.keep_float(node, cx), shape)
-            if self.kind == "relu" and cx.rule == "guided":
-                # Guided backprop (Springenberg et al. 2015): g·[z>0]·[g>0].
-                grad = cx.em.op("Relu", [grad], hint="guided")
-        else:
-            grad = cx.rows_mul(ct[0], self.factor(node, cx), shape)
-        return [grad] + [None] * (len(node.inputs) - 1)
+            return cx.rows_mul(ct, self.keep_float(node, cx), shape)
+        return cx.rows_mul(ct, self.factor(node, cx), shape)
+
+    def adjoint(self, node, ct, cx):
+        return [self.transpose(node, ct[0], cx)] + [None] * (len(node.inputs) - 1)
 
     def bias(self, node, ct, cx):
         offset = self.masked_offset(node, cx)
@@ -120,71 +130,135 @@ class Gate(Rule):
         offset = self.masked_offset(node, cx)
         return out if offset is None else em.op("Add", [out, offset], hint="frozen")
 
+    # -- the frozen pattern in numpy (the sparse walk) --------------------------------------------
+
+    def pattern(self, node: gs.Node, idx: np.ndarray, sx):
+        """(slope, offset or None) as float32 at the flat positions ``idx`` of one sample."""
+        raise NotImplementedError
+
+    def walks_sparse(self, node):
+        return True
+
+    def sparse(self, node, idx, vals, sx):
+        slope, offset = self.pattern(node, idx, sx)
+        mask = sx.mask(node)
+        if mask is not None:
+            keep = mask[idx]
+            slope = slope * keep
+            offset = None if offset is None else offset * keep
+        part = None
+        if offset is not None:
+            part = vals.astype(np.float64) @ offset.astype(np.float64)
+        live = slope != 0
+        return idx[live], (vals[:, live] * slope[live]).astype(np.float32), part
+
 
 def _as_float(cx, boolean):
     return cx.em.op("Cast", [boolean], {"to": 1}, hint="as_float")
 
 
+def _positive_slope(node, cx, below):
+    """Slope 1 where the gate's input is positive, else ``below`` (LeakyRelu and PRelu)."""
+    em = cx.em
+    positive = em.op("Greater", [cx.preactivation(node), em.const(np.float32(0))], dtype=bool)
+    return em.op("Where", [positive, em.const(np.float32(1)), em.const(below)], hint="slope")
+
+
 @op_rule("Relu")
-class Relu(Gate):
+class Relu(GateRule):
     kind = "relu"
 
     def passes(self, node, cx):
         h = cx.activation(node)
         return cx.em.op("Greater", [h, cx.em.const(np.float32(0))], hint="passes", dtype=bool)
 
+    def adjoint(self, node, ct, cx):
+        # Guided backprop and DeconvNet change only what a ReLU passes back.
+        return [cx.backward.relu(cx.em, ct[0], lambda: self.transpose(node, ct[0], cx))]
 
-def _clip_bounds(node: gs.Node) -> tuple[float, float]:
-    return tuple(float(np.asarray(t.values)) for t in node.inputs[1:3])
+    def pattern(self, node, idx, sx):
+        return (sx.activation(node)[idx] > 0).astype(np.float32), None
 
 
 @op_rule("Clip")
-class Clip(Gate):
+class Clip(GateRule):
     kind = "clip"
 
     def check(self, node):
         return needs_constants(node, [1, 2], "Clip bound")
 
+    def params(self, node):
+        lo, hi = (float(np.asarray(t.values)) for t in node.inputs[1:3])
+        return {"lo": lo, "hi": hi}
+
     def passes(self, node, cx):
         # lo < h < hi exactly when lo < z < hi (h = clamp(z, lo, hi)).
         em = cx.em
         h = cx.activation(node)
-        lo, hi = _clip_bounds(node)
-        above = em.op("Greater", [h, em.const(np.float32(lo))], dtype=bool)
-        below = em.op("Less", [h, em.const(np.float32(hi))], dtype=bool)
+        bounds = self.params(node)
+        above = em.op("Greater", [h, em.const(np.float32(bounds["lo"]))], dtype=bool)
+        below = em.op("Less", [h, em.const(np.float32(bounds["hi"]))], dtype=bool)
         return em.op("And", [above, below], hint="passes", dtype=bool)
+
+    def _saturations(self, node):
+        """(bound, test of h) of each bound that adds a constant: finite and non-zero."""
+        bounds = self.params(node)
+        pairs = ((bounds["lo"], "LessOrEqual"), (bounds["hi"], "GreaterOrEqual"))
+        return [(bound, test) for bound, test in pairs if np.isfinite(bound) and bound != 0.0]
 
     def offset(self, node, cx):
         em = cx.em
         h = cx.activation(node)
         terms = []
-        for bound, test in zip(_clip_bounds(node), ("LessOrEqual", "GreaterOrEqual")):
-            if np.isfinite(bound) and bound != 0.0:  # an infinite bound is never reached
-                hit = _as_float(cx, em.op(test, [h, em.const(np.float32(bound))], dtype=bool))
-                terms.append(em.op("Mul", [hit, em.const(np.float32(bound))], hint="sat"))
+        for bound, test in self._saturations(node):
+            hit = _as_float(cx, em.op(test, [h, em.const(np.float32(bound))], dtype=bool))
+            terms.append(em.op("Mul", [hit, em.const(np.float32(bound))], hint="sat"))
         return em.add_all(terms)
+
+    def pattern(self, node, idx, sx):
+        bounds = self.params(node)
+        h = sx.activation(node)[idx]
+        slope = ((h > bounds["lo"]) & (h < bounds["hi"])).astype(np.float32)
+        offset = np.zeros(len(idx), np.float32)
+        for bound, test in self._saturations(node):
+            hit = h <= bound if test == "LessOrEqual" else h >= bound
+            offset += np.float32(bound) * hit
+        return slope, offset
 
 
 @op_rule("LeakyRelu")
-class LeakyRelu(Gate):
+class LeakyRelu(GateRule):
     kind = "leaky_relu"
+    reads_input = True
+
+    def params(self, node):
+        return {"alpha": float(node.attrs.get("alpha", LEAKY_RELU_ALPHA))}
 
     def slope(self, node, cx):
-        em = cx.em
-        positive = em.op("Greater", [cx.preactivation(node), em.const(np.float32(0))], dtype=bool)
-        alpha = np.float32(node.attrs.get("alpha", 0.01))
-        return em.op("Where", [positive, em.const(np.float32(1)), em.const(alpha)], hint="slope")
+        return _positive_slope(node, cx, np.float32(self.params(node)["alpha"]))
+
+    def pattern(self, node, idx, sx):
+        z = sx.preactivation(node)[idx]
+        return np.where(z > 0, 1.0, self.params(node)["alpha"]).astype(np.float32), None
 
 
 @op_rule("PRelu")
-class PRelu(Gate):
+class PRelu(GateRule):
     kind = "prelu"
+    reads_input = True
 
     def check(self, node):
         return needs_constants(node, [1], "PRelu slope")
 
+    def params(self, node):
+        return {"slope": np.asarray(node.inputs[1].values)}
+
     def slope(self, node, cx):
-        em = cx.em
-        positive = em.op("Greater", [cx.preactivation(node), em.const(np.float32(0))], dtype=bool)
-        a = np.asarray(node.inputs[1].values, np.float32)  # broadcasts like the forward PRelu
-        return em.op("Where", [positive, em.const(np.float32(1)), em.const(a)], hint="slope")
+        # The slope broadcasts like the forward PRelu's.
+        return _positive_slope(node, cx, np.asarray(self.params(node)["slope"], np.float32))
+
+    def pattern(self, node, idx, sx):
+        shape = sample_shape(node.outputs[0])
+        a = np.broadcast_to(sx.const(node.inputs[1]), shape).reshape(-1)[idx]
+        z = sx.preactivation(node)[idx]
+        return np.where(z > 0, 1.0, a).astype(np.float32), None

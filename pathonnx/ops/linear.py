@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ._base import (
+from .base import (
     Rule,
+    TooDense,
     attr_str,
     crop_or_pad,
     data_inputs,
     is_data,
+    merge_positions,
     needs_constants,
     op_rule,
     rank,
@@ -87,6 +89,36 @@ class Conv(Rule):
 
     bias = _conv_bias
 
+    def walks_sparse(self, node):
+        return len(node.inputs[1].shape) == 4  # 2-D convolutions
+
+    def sparse(self, node, idx, vals, sx):
+        # Each output entry spreads over its window of the input, weighted by the kernel.
+        w = sx.const(node.inputs[1])
+        m, cg, kh, kw = w.shape
+        x, y = node.inputs[0], node.outputs[0]
+        in_sp, out_sp, kernel, strides, dilations = _conv_geometry(node, x, y, w)
+        (sh, sw), (dh, dw) = strides, dilations
+        top, left = spatial_pads(node, in_sp, out_sp, kernel, strides, dilations)
+        group = int(node.attrs.get("group", 1))
+        c, h, wd = sample_shape(x)
+        _, ho, wo = sample_shape(y)
+        if len(vals) * len(idx) * cg * kh * kw > sx.limit:
+            raise TooDense(node.name)
+        co, yo, xo = np.unravel_index(idx, (m, ho, wo))
+        ci = (co // (m // group))[:, None] * cg + np.arange(cg)[None]  # (P, cg)
+        yi = yo[:, None] * sh - top + np.arange(kh)[None] * dh  # (P, kh)
+        xi = xo[:, None] * sw - left + np.arange(kw)[None] * dw  # (P, kw)
+        inside = ((yi >= 0) & (yi < h))[:, None, :, None] & ((xi >= 0) & (xi < wd))[:, None, None]
+        target = (ci[:, :, None, None] * h + yi[:, None, :, None]) * wd + xi[:, None, None, :]
+        weights = w[co]  # (P, cg, kh, kw)
+        keep = np.broadcast_to(inside, weights.shape).reshape(-1)
+        spread = (vals[:, :, None] * weights.reshape(len(idx), -1)[None]).reshape(len(vals), -1)
+        part = None
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            part = vals.astype(np.float64) @ sx.const(node.inputs[2])[co].astype(np.float64)
+        return (*merge_positions(target.reshape(-1)[keep], spread[:, keep], c * h * wd), part)
+
 
 @op_rule("ConvTranspose")
 class ConvTranspose(Rule):
@@ -129,6 +161,21 @@ class Gemm(Rule):
         }
         back = cx.em.op("Gemm", [ct[0], node.inputs[1]], attrs, hint="gemm_t")
         return [back] + [None] * (len(node.inputs) - 1)
+
+    def walks_sparse(self, node):
+        return True
+
+    def sparse(self, node, idx, vals, sx):
+        # The same transpose on the entries: dA = alpha·dY·B'ᵀ, dense below.
+        b = sx.const(node.inputs[1])
+        b = b.T if node.attrs.get("transB", 0) else b  # (in, out)
+        alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+        grad = (alpha * vals.astype(np.float64)) @ b[:, idx].T.astype(np.float64)
+        part = None
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            c = np.broadcast_to(sx.const(node.inputs[2]), (b.shape[1],))
+            part = vals.astype(np.float64) @ (beta * c[idx].astype(np.float64))
+        return np.arange(b.shape[0]), grad.astype(np.float32), part
 
     def bias(self, node, ct, cx):
         if len(node.inputs) < 3 or not node.inputs[2].name:

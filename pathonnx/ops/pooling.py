@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 
-from ._base import (
+from .base import (
     Rule,
     axes_of,
     axes_reason,
+    constant_axes,
     crop_or_pad,
-    needs_constants,
+    merge_positions,
     op_rule,
     rank,
+    run_alone,
     sample_shape,
     spatial_pads,
 )
@@ -142,6 +142,14 @@ class MaxPool(Rule):
         )  # fmt: skip
         return [em.reshape(spread, [-1, *sample_shape(node.inputs[0])], "unpooled")]
 
+    def walks_sparse(self, node):
+        return True
+
+    def sparse(self, node, idx, vals, sx):
+        size = int(np.prod(sample_shape(node.inputs[0])))
+        source = sx.argmax(node)[idx] - sx.sample * size  # onnxruntime counts N·C·H·W
+        return (*merge_positions(source, vals, size), None)
+
     def frozen(self, node, x, cx):
         em = cx.em
         channels, in_flat, out_flat = self._flat(node)
@@ -164,16 +172,8 @@ def _average_weights(node: gs.Node, in_sp, out_sp) -> np.ndarray:
     An input of ones gives valid/divisor at each output, where ``valid`` (the window's elements
     inside the input) follows from the geometry; so 1/divisor = output / valid.
     """
-    attrs = {k: v for k, v in node.attrs.items()}
-    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, *in_sp])
-    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("AveragePool", ["x"], ["y"], **attrs)], "avg", [x], [y]
-    )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)])
-    model.ir_version = 8
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    ones = session.run(None, {"x": np.ones((1, 1, *in_sp), np.float32)})[0][0, 0]
+    (ones,) = run_alone(node, [np.ones((1, 1, *in_sp), np.float32)])
+    ones = ones[0, 0]
     valid = np.ones(out_sp)
     nd = len(in_sp)
     kernel = list(node.attrs["kernel_shape"])
@@ -235,10 +235,9 @@ def _reduce_axes(node: gs.Node) -> list[int] | None:
 @op_rule("ReduceMean", "ReduceSum")
 class Reduce(Rule):
     def check(self, node):
-        reason = needs_constants(node, [1], f"{node.op} axes")
+        reason, axes = constant_axes(node)
         if reason:
             return reason
-        axes = axes_of(node)
         if axes is None or np.size(axes) == 0:
             if node.attrs.get("noop_with_empty_axes", 0):
                 return None

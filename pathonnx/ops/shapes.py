@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
-from ._base import (
+from .base import (
     Rule,
     attr_str,
-    axes_of,
     axes_reason,
     const,
+    constant_axes,
     crop_or_pad,
     is_data,
     needs_constants,
     op_rule,
     rank,
+    run_alone,
     sample_shape,
 )
 
@@ -27,6 +26,12 @@ class _Reshaping(Rule):
     def adjoint(self, node, ct, cx):
         back = cx.em.reshape(ct[0], [-1, *sample_shape(node.inputs[0])], "reshape_t")
         return [back] + [None] * (len(node.inputs) - 1)
+
+    def walks_sparse(self, node):
+        return True
+
+    def sparse(self, node, idx, vals, sx):
+        return idx, vals, None  # C-order flat positions do not move
 
 
 @op_rule("Identity", "Dropout")
@@ -63,10 +68,9 @@ class Reshape(_Reshaping):
 @op_rule("Squeeze", "Unsqueeze")
 class Squeeze(_Reshaping):
     def check(self, node):
-        reason = needs_constants(node, [1], f"{node.op} axes")
+        reason, axes = constant_axes(node)
         if reason:
             return reason
-        axes = axes_of(node)
         if axes is None:
             return f"{node.op} without axes may drop the batch axis"
         rank_ = rank(node.inputs[0])
@@ -235,32 +239,14 @@ def _nearest_index_maps(node) -> list[np.ndarray]:
     separable), read off onnxruntime running the node itself on index-valued inputs."""
     x_shape = [1, *sample_shape(node.inputs[0])]
     y_shape = [1, *sample_shape(node.outputs[0])]
-    names = [t.name or "" for t in node.inputs]
-    initializers, inputs = [], ["x"]
-    for i, tensor in enumerate(node.inputs[1:], start=1):
-        if not names[i]:
-            inputs.append("")
-            continue
-        value = np.asarray(tensor.values)
-        initializers.append(onnx.numpy_helper.from_array(value, f"in{i}"))
-        inputs.append(f"in{i}")
-    attrs = dict(node.attrs)
-    proto = onnx.helper.make_graph(
-        [onnx.helper.make_node("Resize", inputs, ["y"], **attrs)],
-        "resize",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-        initializers,
-    )
-    model = onnx.helper.make_model(proto, opset_imports=[onnx.helper.make_opsetid("", 19)])
-    model.ir_version = 8
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    maps = []
+    coords = []
     for axis in range(2, len(x_shape)):
         shape = [1] * len(x_shape)
         shape[axis] = x_shape[axis]
-        coords = np.broadcast_to(np.arange(x_shape[axis], dtype=np.float32).reshape(shape), x_shape)
-        y = session.run(None, {"x": np.ascontiguousarray(coords)})[0]
+        values = np.arange(x_shape[axis], dtype=np.float32).reshape(shape)
+        coords.append(np.broadcast_to(values, x_shape))
+    maps = []
+    for axis, y in zip(range(2, len(x_shape)), run_alone(node, coords)):
         index = np.moveaxis(y, axis, -1).reshape(-1, y_shape[axis])
         if not np.all(index == index[:1]):
             raise ValueError(f"Resize {node.name!r} is not separable")

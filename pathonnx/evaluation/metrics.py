@@ -1,6 +1,6 @@
-"""Stage 8, metrics: how faithful an attribution is, measured on the model itself.
+"""Metrics: how faithful an attribution is, measured on the model itself.
 
-Definitions (DESIGN §3, Metrics):
+Definitions (docs/ARCHITECTURE.md, Semantics):
 
 - **Insertion / deletion** (RISE, Petsiuk et al. 2018): pixels ranked by the attribution summed
   over channels (ties: lower index first). Deletion replaces the top pixels, step by step, with a
@@ -31,18 +31,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
-from .errors import InputError
-from .model import Model
+from ..engine import Model, load, softmax
+from ..errors import InputError
+from ..graph import parametric_layers, randomized
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+__all__ = ["parametric_layers", "randomized", "softmax"]  # re-exported: the cascade's pieces
 
 
 def _spatial(x: np.ndarray) -> tuple[int, int, int, str]:
@@ -223,37 +219,6 @@ def energy_pointing(attribution: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 # -- sanity: model parameter randomization -------------------------------------------------------
 
-PARAMETRIC = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def parametric_layers(proto: onnx.ModelProto) -> list[tuple[str, list[str]]]:
-    """(node name, its initializer names) of the weighted layers, from the output backwards."""
-    inits = {i.name for i in proto.graph.initializer}
-    layers = []
-    for index, node in enumerate(proto.graph.node):
-        if node.op_type in PARAMETRIC:
-            names = [t for t in node.input[1:] if t in inits]
-            if names:
-                layers.append((node.name or f"{node.op_type}_{index}", names))
-    return layers[::-1]
-
-
-def randomized(proto: onnx.ModelProto, upto: int, seed: int = 0) -> onnx.ModelProto:
-    """A copy of ``proto`` with the top ``upto`` weighted layers' weights and biases drawn
-    from N(0, 0.01) (σ = 0.1), as in Khakzar et al. 2021, App. C.1. Deterministic per seed."""
-    from onnx import numpy_helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    chosen = {n for _, names in parametric_layers(proto)[:upto] for n in names}
-    rng = np.random.default_rng(seed)
-    for init in out.graph.initializer:
-        if init.name in chosen:
-            values = numpy_helper.to_array(init)
-            fresh = rng.normal(0.0, 0.1, values.shape).astype(values.dtype)
-            init.CopyFrom(numpy_helper.from_array(fresh, init.name))
-    return out
-
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two arrays (average ranks for ties)."""
@@ -310,15 +275,12 @@ def similarity(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
 
 
 def cascade_models(model: Model, seed: int = 0, layers: int | None = None) -> list[Model]:
-    """The model with its top 1, 2, ... weighted layers re-initialized (see :func:`randomized`),
-    loaded like the original (same input shape and device)."""
-    from .model import load
-
-    original = model.original
-    count = len(parametric_layers(original))
+    """The model with its top 1, 2, ... weighted layers re-initialized (see
+    :func:`pathonnx.graph.randomized`), loaded like the original (same input shape and device)."""
+    count = len(model.graph.parametric_layers())
     count = count if layers is None else min(int(layers), count)
     return [
-        load(randomized(original, j, seed), model.input_shape, _device(model))
+        load(model.graph.randomized(j, seed), model.input_shape, _device(model))
         for j in range(1, count + 1)
     ]
 

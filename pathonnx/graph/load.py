@@ -1,15 +1,16 @@
-"""Stage 1, load: read an ONNX file safely, upgrade old opsets, pin the input, infer shapes."""
+"""Reading a model file: safely, with old opsets upgraded, the input pinned, shapes inferred."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 from onnx import external_data_helper, helper, shape_inference, version_converter
 
-from .errors import InputError, ModelLoadError, UnsupportedModelError
+from ..errors import InputError, ModelLoadError, UnsupportedModelError
 
 #: Models below this opset are upgraded with onnx.version_converter (ops change form at 11 and 13:
 #: Clip bounds become inputs, Split/Squeeze/ReduceSum axes become inputs).
@@ -17,8 +18,8 @@ MIN_OPSET = 13
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    """A model as read from disk: its graph with the batch pinned to 1 and shapes inferred.
+class ModelFile:
+    """A model as read from its file: its graph with the batch pinned to 1 and shapes inferred.
 
     ``input_shape`` is the per-sample shape (no batch axis). ``opset_upgraded_from`` is the opset
     the file declared when it was below :data:`MIN_OPSET`, else ``None``.
@@ -30,6 +31,9 @@ class LoadedModel:
     output_name: str
     source: str
     opset_upgraded_from: int | None
+
+    def op_histogram(self) -> Counter:
+        return Counter(node.op_type for node in self.proto.graph.node)
 
 
 #: Metadata key of models that pathonnx wrote in canonical form: their first output is the
@@ -142,7 +146,7 @@ def data_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 def load_model(
     source: str | os.PathLike | onnx.ModelProto | bytes,
     input_shape: tuple[int, ...] | None = None,
-) -> LoadedModel:
+) -> ModelFile:
     """Read, validate and prepare a model for rewriting.
 
     ``input_shape`` is the per-sample input shape, needed when the file leaves a non-batch
@@ -221,7 +225,7 @@ def load_model(
         proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as err:
         raise ModelLoadError(f"{name}: shape inference failed ({err}); check the model") from None
-    return LoadedModel(
+    return ModelFile(
         proto=proto,
         input_name=data.name,
         input_shape=tuple(sample),

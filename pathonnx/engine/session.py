@@ -1,14 +1,10 @@
-"""Stage 3, forward: onnxruntime sessions, input validation, and one run for logits + gates."""
+"""onnxruntime sessions: which providers, one shared CPU arena, one set of options."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-import onnx
 import onnxruntime as ort
 
-from .errors import InputError, ModelLoadError
+from ..errors import InputError, ModelLoadError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -49,7 +45,8 @@ def _share_cpu_arena() -> None:
     _SHARED_ARENA = True
 
 
-def make_session(proto: onnx.ModelProto, providers: list[str]) -> ort.InferenceSession:
+def make_session(proto, providers: list[str]) -> ort.InferenceSession:
+    """A session for ``proto`` (a graph from :mod:`pathonnx.graph`) on ``providers``."""
     options = ort.SessionOptions()
     _share_cpu_arena()
     options.add_session_config_entry("session.use_env_allocators", "1")
@@ -69,45 +66,3 @@ def make_session(proto: onnx.ModelProto, providers: list[str]) -> ort.InferenceS
             f"onnxruntime cannot run the model ({first}); check that the original file runs in "
             "onnxruntime, and report it if it does"
         ) from None
-
-
-def as_batch(x, input_shape: tuple[int, ...], what: str = "input") -> np.ndarray:
-    """Validate ``x`` as a float32 batch ``(N, *input_shape)``; returns a new or read-only array."""
-    try:
-        array = np.asarray(x)
-    except Exception as err:
-        raise InputError(f"{what} cannot be read as an array ({err})") from None
-    if array.dtype.kind not in "fiu" and array.dtype != np.bool_:
-        raise InputError(f"{what} has dtype {array.dtype}; pass float32 numbers")
-    if tuple(array.shape) == tuple(input_shape):
-        raise InputError(
-            f"{what} has shape {array.shape}, one sample without a batch axis; pass "
-            f"x[None] (shape (1, {', '.join(map(str, input_shape))}))"
-        )
-    if array.ndim != len(input_shape) + 1 or tuple(array.shape[1:]) != tuple(input_shape):
-        want = ", ".join(["N", *map(str, input_shape)])
-        raise InputError(f"{what} has shape {array.shape}; the model takes ({want})")
-    if array.shape[0] == 0:
-        raise InputError(f"{what} is an empty batch; pass at least one sample")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise InputError(f"{what} contains NaN or Inf; clean the input before explaining it")
-    return array
-
-
-@dataclass(frozen=True)
-class Forward:
-    """One forward pass at ``x`` (N, *input_shape): ``logits`` (N, K); each gate's output
-    ``activations[name]`` (N, *gate.shape); the input of each LeakyRelu/PRelu gate
-    ``preactivations[name]``; each max-pool's argmax ``argmax[name]`` (onnxruntime's flat
-    indices into the pool's input, batch and channel offsets included)."""
-
-    x: np.ndarray
-    logits: np.ndarray
-    activations: dict[str, np.ndarray]
-    preactivations: dict[str, np.ndarray]
-    argmax: dict[str, np.ndarray]
-
-    @property
-    def prediction(self) -> np.ndarray:
-        return self.logits.argmax(axis=1)

@@ -1,4 +1,4 @@
-"""Stage 8, evaluation: every method × every metric on a set of inputs, resumable.
+"""Evaluation: every method × every metric on a set of inputs, resumable.
 
 :func:`evaluate` attributes each input with each method (batched), measures it with
 :mod:`pathonnx.metrics`, caches one JSON record per (input, method) under ``cache/`` so that an
@@ -9,18 +9,20 @@ and a 95 % confidence half-width ``1.96 · s / √n`` (normal approximation).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from ..engine import Model
+from ..errors import InputError
+from ..images import Sample
+from ..io import atomic_write_bytes
+from ..methods import METHODS, method_params
 from . import metrics as M
-from .attribution import METHODS, method_params
-from .errors import InputError
-from .images import Loaded
-from .io import atomic_write_bytes
-from .model import Model
 
 #: Metric name -> (what it reports, whether higher is better).
 METRICS = {
@@ -128,14 +130,12 @@ def target_masks(masks: dict, stem: str, label: str, shape: tuple[int, int]) -> 
         if str(name) == label and mask is not None:
             mask = np.asarray(mask, bool)
             if mask.shape != shape:
-                from PIL import Image
-
                 mask = np.asarray(Image.fromarray(mask).resize(shape[::-1], Image.NEAREST))
             out |= mask
     return out
 
 
-def _key(model_sha: str, item: Loaded, method: str, settings: Settings, groups) -> str:
+def _key(model_sha: str, item: Sample, method: str, settings: Settings, groups) -> str:
     blob = json.dumps(
         [model_sha, item.source, hashlib.sha256(item.x.tobytes()).hexdigest(), method,
          settings.params.get(method, {}), settings.steps, list(settings.fractions),
@@ -147,7 +147,7 @@ def _key(model_sha: str, item: Loaded, method: str, settings: Settings, groups) 
 
 def evaluate(
     model: Model,
-    loaded: list[Loaded],
+    loaded: list[Sample],
     methods: list[str],
     groups: list[str] | None = None,
     settings: Settings | None = None,
@@ -172,9 +172,8 @@ def evaluate(
     if not loaded:
         raise InputError("no inputs to evaluate")
     sha = model.sha256()
-    names = labels or [str(i) for i in range(model.num_outputs)]
+    run = _Run(model, groups, settings, masks, labels or [str(i) for i in range(model.num_outputs)])
     columns = columns_for(groups, methods, bool(masks))
-    cascade = None
     records: dict[tuple[int, str], dict] = {}
     todo: dict[str, list[int]] = {m: [] for m in methods}
     files: dict[tuple[int, str], Path] = {}  # the cache file of each (input, method)
@@ -197,10 +196,7 @@ def evaluate(
         params = method_params(method, settings.params.get(method, {}))
         for lo in range(0, len(indices), step):
             chunk = indices[lo : lo + step]
-            if "mprt" in groups and cascade is None:
-                cascade = M.cascade_models(model, settings.seed, settings.mprt_layers)
-            found = _measure(model, [loaded[i] for i in chunk], method, params, groups, settings,
-                             masks, names, cascade)  # fmt: skip
+            found = run.measure([loaded[i] for i in chunk], method, params)
             for i, record in zip(chunk, found):
                 records[i, method] = record
                 if cache is not None:
@@ -211,60 +207,80 @@ def evaluate(
     return Results(ordered, list(methods), columns)
 
 
-def _measure(model, items, method, params, groups, settings, masks, names, cascade):
-    x = np.stack([item.x for item in items]).astype(np.float32)
-    n = len(x)
-    target = model.logits(x).argmax(axis=1)  # the prediction
-    attribution, pathway = METHODS[method].with_pathway(model, x, target, **params)
-    out = [
-        {"input": item.source, "method": method, "target": int(t), "label": names[int(t)]}
-        for item, t in zip(items, target)
-    ]
-    batch = settings.batch
-    if "insertion" in groups:
-        curve = M.insertion(model, x, attribution, target, settings.steps, batch=batch)
-        for r, auc, s in zip(out, curve.auc, curve.scores):
-            r.update(insertion=float(auc), insertion_curve=s.tolist(),
-                     insertion_fractions=curve.fractions.tolist())  # fmt: skip
-    if "deletion" in groups:
-        curve = M.deletion(model, x, attribution, target, settings.steps, batch=batch)
-        for r, auc, s in zip(out, curve.auc, curve.scores):
-            r.update(deletion=float(auc), deletion_curve=s.tolist(),
-                     deletion_fractions=curve.fractions.tolist())  # fmt: skip
-    for name, most in (("lerf", False), ("morf", True)):
-        if name in groups:
-            change = M.remove_fraction(model, x, attribution, target, settings.fractions, most,
-                                       batch=batch)  # fmt: skip
-            for r, c in zip(out, change):
-                r.update({name: float(c.mean()), f"{name}_curve": c.tolist(),
-                          "fractions": list(settings.fractions)})  # fmt: skip
-    if "mprt" in groups:
-        sims = [[] for _ in range(n)]
-        for randomized in cascade:
-            again = METHODS[method].run(randomized, x, target, **params)
-            for i in range(n):
-                sims[i].append(M.similarity(attribution[i], again[i]))
-        for r, layer_sims in zip(out, sims):
-            for key in ("spearman", "spearman_abs", "ssim"):
-                series = [s[key] for s in layer_sims]
-                r[f"mprt_{key}"] = float(np.nanmean(series)) if series else float("nan")
-                r[f"mprt_{key}_cascade"] = series
-    if masks and ("pointing" in groups or "energy" in groups):
-        _, h, w, _ = M._spatial(x)
-        stems = [Path(item.source.split("[")[0]).stem for item in items]
-        object_masks = np.stack([target_masks(masks, s, r["label"], (h, w))
-                                 for s, r in zip(stems, out)])  # fmt: skip
-        if "pointing" in groups:
-            for r, v in zip(out, M.pointing_game(attribution, object_masks)):
-                r["pointing"] = float(v)
-        if "energy" in groups:
-            for r, v in zip(out, M.energy_pointing(attribution, object_masks)):
-                r["energy"] = float(v)
-    if pathway is not None and "pathway" in groups:
-        conf = M.pathway_confidence(model, x, pathway.masks, target)
-        for r, p, c in zip(out, conf["pathway"], conf["change"]):
-            r.update(pathway_probability=float(p), pathway_change=float(c))
-    return out
+@dataclass
+class _Run:
+    """What every batch of one :func:`evaluate` call shares."""
+
+    model: Model
+    groups: list[str]
+    settings: Settings
+    masks: dict | None
+    names: list[str]
+    _cascade: list | None = None
+
+    def cascade(self) -> list[Model]:
+        """The MPRT cascade of randomized models, made on first use."""
+        if self._cascade is None:
+            self._cascade = M.cascade_models(self.model, self.settings.seed,
+                                             self.settings.mprt_layers)  # fmt: skip
+        return self._cascade
+
+    def measure(self, items: list[Sample], method: str, params: dict) -> list[dict]:
+        """One record per input: ``method``'s attribution measured with every metric group."""
+        model, groups, settings, masks = self.model, self.groups, self.settings, self.masks
+        x = np.stack([item.x for item in items]).astype(np.float32)
+        n = len(x)
+        target = model.logits(x).argmax(axis=1)  # the prediction
+        attribution, pathway = METHODS[method].with_pathway(model, x, target, **params)
+        out = [
+            {"input": item.source, "method": method, "target": int(t), "label": self.names[int(t)]}
+            for item, t in zip(items, target)
+        ]
+        batch = settings.batch
+        if "insertion" in groups:
+            curve = M.insertion(model, x, attribution, target, settings.steps, batch=batch)
+            for r, auc, s in zip(out, curve.auc, curve.scores):
+                r.update(insertion=float(auc), insertion_curve=s.tolist(),
+                         insertion_fractions=curve.fractions.tolist())  # fmt: skip
+        if "deletion" in groups:
+            curve = M.deletion(model, x, attribution, target, settings.steps, batch=batch)
+            for r, auc, s in zip(out, curve.auc, curve.scores):
+                r.update(deletion=float(auc), deletion_curve=s.tolist(),
+                         deletion_fractions=curve.fractions.tolist())  # fmt: skip
+        for name, most in (("lerf", False), ("morf", True)):
+            if name in groups:
+                change = M.remove_fraction(model, x, attribution, target, settings.fractions, most,
+                                           batch=batch)  # fmt: skip
+                for r, c in zip(out, change):
+                    r.update({name: float(c.mean()), f"{name}_curve": c.tolist(),
+                              "fractions": list(settings.fractions)})  # fmt: skip
+        if "mprt" in groups:
+            sims = [[] for _ in range(n)]
+            for randomized in self.cascade():
+                again = METHODS[method].run(randomized, x, target, **params)
+                for i in range(n):
+                    sims[i].append(M.similarity(attribution[i], again[i]))
+            for r, layer_sims in zip(out, sims):
+                for key in ("spearman", "spearman_abs", "ssim"):
+                    series = [s[key] for s in layer_sims]
+                    r[f"mprt_{key}"] = float(np.nanmean(series)) if series else float("nan")
+                    r[f"mprt_{key}_cascade"] = series
+        if masks and ("pointing" in groups or "energy" in groups):
+            _, h, w, _ = M._spatial(x)
+            stems = [Path(item.source.split("[")[0]).stem for item in items]
+            object_masks = np.stack([target_masks(masks, s, r["label"], (h, w))
+                                     for s, r in zip(stems, out)])  # fmt: skip
+            if "pointing" in groups:
+                for r, v in zip(out, M.pointing_game(attribution, object_masks)):
+                    r["pointing"] = float(v)
+            if "energy" in groups:
+                for r, v in zip(out, M.energy_pointing(attribution, object_masks)):
+                    r["energy"] = float(v)
+        if pathway is not None and "pathway" in groups:
+            conf = M.pathway_confidence(model, x, pathway.masks, target)
+            for r, p, c in zip(out, conf["pathway"], conf["change"]):
+                r.update(pathway_probability=float(p), pathway_change=float(c))
+        return out
 
 
 def _heading(column: str) -> str:
@@ -331,8 +347,6 @@ def curves_png(results: Results) -> bytes | None:
     panels = [(name, c) for name, c in panels if c]
     if not panels:
         return None
-    import io
-
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     summary = results.summary()
     for ax, (name, curves) in zip(axes[0], panels):

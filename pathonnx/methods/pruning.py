@@ -1,5 +1,5 @@
-"""Stage 5, pathway baselines: pathways chosen by the pruning objective, which the critical
-pathways paper (Khakzar et al., CVPR 2021, §3.2) criticizes.
+"""Pathway baselines: pathways chosen by the pruning objective, which the critical pathways
+paper (Khakzar et al., CVPR 2021, §3.2) criticizes.
 
 The pruning objective keeps the network's response with few units:
 ``argmin_m L(Φ(x), Φ(x; m ⊙ a))`` subject to ``‖m‖₀ ≤ κ``. Its solutions need not be critical:
@@ -17,7 +17,7 @@ dead units they keep (``stats["dead_share"]``), which NeuronMCT and NeuronIntGra
   ``"uniform"`` (U[0, 1), DGR(init=r) in Khakzar et al.).
 
 Both run the *pruned* network forward (onnxruntime, with a scale input per gate, see
-:func:`pathonnx.engine.build_scaled`), so gates above a removed unit re-decide their pattern,
+:func:`pathonnx.graph.variants.scaled`), so gates above a removed unit re-decide their pattern,
 and take the gradients at the gates from the engine's staged walk with those masks or scales
 (``∂L/∂λ = a ⊙ ∂L/∂(λ ⊙ a)``). The returned pathway's ``linear`` is, as for every pathway, the
 frozen map at x's own pattern through the kept units.
@@ -29,36 +29,39 @@ import math
 
 import numpy as np
 
-from .errors import InputError
-from .metrics import softmax
-from .model import Model
-from .pathways import Pathway, gate_cotangents, network_wide_start, pathway_from_masks
+from ..engine import gate_cotangents, softmax
+from ..errors import InputError
+from .pathway import Pathway, network_wide_start, pathway_from_masks
+from .registry import INTEGER, NUMBER, NUMBER_OR_UNIFORM, SEED, SPARSITY, Param, family, register
 
 
 def pruned_pathway(
-    model: Model, x, target=None, method: str = "greedy", sparsity: float = 0.9, **params
+    model, x, target=None, method: str = "greedy", sparsity: float = 0.9, **params
 ) -> Pathway:
     """A pathway chosen by the pruning objective: ``method="greedy"`` (``rounds=20``) or
     ``method="dgr"`` (``init=1.0`` or ``"uniform"``, ``steps=50``, ``lr=0.05``,
     ``gamma=1e-3``, ``seed=0``). It keeps ``1 − sparsity`` of all units of all gates."""
-    if method not in SOLVERS:
-        raise InputError(f"pruning method {method!r} is unknown; use one of {', '.join(SOLVERS)}")
+    return family("pruning", method).fn(model, x, target, sparsity=sparsity, **params)
+
+
+def _pruned(name: str, solver, model, x, target, sparsity: float, params: dict) -> Pathway:
+    """Run ``solver`` at x and make the Pathway ``name`` of the units it keeps."""
     fwd, target = network_wide_start(model, x, target, sparsity)
-    flat, extra = SOLVERS[method](model, fwd, target, float(sparsity), **params)
+    flat, extra = solver(model, fwd, target, float(sparsity), **params)
     params = {"sparsity": float(sparsity), **params}
-    return pathway_from_masks(model, fwd, target, flat, method, params, extra)
+    return pathway_from_masks(model, fwd, target, flat, name, params, extra)
 
 
-def _budget(model: Model, sparsity: float) -> int:
+def _budget(model, sparsity: float) -> int:
     """κ: the units a pathway of this sparsity keeps, over all gates."""
     return max(1, math.floor((1.0 - sparsity) * sum(g.units for g in model.gates)))
 
 
-def _shaped(model: Model, flat: dict, n: int, dtype) -> dict:
+def _shaped(model, flat: dict, n: int, dtype) -> dict:
     return {g.name: flat[g.name].reshape(n, *g.shape).astype(dtype) for g in model.gates}
 
 
-def _greedy(model: Model, fwd0, target, sparsity: float, rounds: int = 20):
+def _greedy(model, fwd0, target, sparsity: float, rounds: int = 20):
     """Algorithm 1 of Khakzar et al.: rounds of Taylor scoring on the pruned network and
     removal of the lowest non-dead units, on a geometric schedule from the units with s ≠ 0 at
     the start down to κ in ``rounds`` rounds (a few more if turned-on units need them)."""
@@ -103,7 +106,7 @@ def _greedy(model: Model, fwd0, target, sparsity: float, rounds: int = 20):
 
 
 def _dgr(
-    model: Model,
+    model,
     fwd0,
     target,
     sparsity: float,
@@ -150,4 +153,22 @@ def _dgr(
     return chosen, {"gates": lam, "loss": np.stack(losses, axis=1)}
 
 
-SOLVERS = {"greedy": _greedy, "dgr": _dgr}
+@register("greedy", SPARSITY, Param("rounds", 20, INTEGER, "pruning rounds"),
+          attribution="gradient", family="pruning")  # fmt: skip
+def greedy(model, x, target, sparsity, rounds=20):
+    """Greedy Taylor pruning with the dead-unit tweak: its pathway gradient W^p (Khakzar et al.)."""
+    return _pruned("greedy", _greedy, model, x, target, sparsity, {"rounds": rounds})
+
+
+@register(
+    "dgr", SPARSITY,
+    Param("init", 1.0, NUMBER_OR_UNIFORM, "initial gate value, or 'uniform' for U[0, 1)"),
+    Param("steps", 50, INTEGER, "optimization steps"),
+    Param("lr", 0.05, NUMBER, "Adam learning rate"),
+    Param("gamma", 1e-3, NUMBER, "weight of the l1 term on the gates"),
+    SEED, attribution="gradient", family="pruning",
+)  # fmt: skip
+def dgr(model, x, target, sparsity, init=1.0, steps=50, lr=0.05, gamma=1e-3, seed=0):
+    """Distillation Guided Routing gates learned per image: its pathway gradient W^p."""
+    params = {"init": init, "steps": steps, "lr": lr, "gamma": gamma, "seed": seed}
+    return _pruned("dgr", _dgr, model, x, target, sparsity, params)

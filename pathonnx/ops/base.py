@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
 _RULES: dict[str, Rule] = {}
 
 
-class Rule:
-    """An op's vocabulary check and its rules in the linear engine.
+class TooDense(Exception):
+    """A sparse transpose would move more entries than the walk's ``limit`` allows."""
 
-    ``adjoint(node, ct, cx)`` gets the cotangents of the node's outputs (``None`` where no
-    cotangent reaches an output), laid out (rows, *per-sample shape), and returns one cotangent
-    per input (``None`` for constants). ``bias(node, ct, cx)`` returns the node's constant term
-    paired with its output cotangent, shape (rows,), or ``None`` when the op has no constant.
-    ``cx`` is the engine's build context (see :mod:`pathonnx.engine`).
+
+class Rule:
+    """An op's vocabulary check and its rules in the linear engine, all in one place.
+
+    - ``check(node)``: None when the op is explainable as written, else the reason.
+    - ``adjoint(node, ct, cx)``: the dense transpose, as ONNX nodes. It gets the cotangents of
+      the node's outputs (``None`` where no cotangent reaches an output), laid out
+      (rows, *per-sample shape), and returns one cotangent per input (``None`` for constants).
+    - ``bias(node, ct, cx)``: the node's constant term paired with its output cotangent, shape
+      (rows,), or ``None`` when the op has no constant.
+    - ``sparse(node, idx, vals, sx)``: the same transpose on one sample's nonzero entries, in
+      numpy (``idx`` flat positions in the output, ``vals`` rows × positions); returns the
+      entries at the data input and the bias (rows,) or None. Only ops of plain convolutional
+      chains have it (:meth:`walks_sparse`); raises :class:`TooDense` past ``sx.limit``.
+
+    ``cx`` is the engine's build context and ``sx`` its per-sample sparse context (see
+    :mod:`pathonnx.engine.adjoint` and :mod:`pathonnx.engine.sparse`); rules only call them.
     """
 
     role = "linear"
+    #: Whether the frozen op needs its input at x (LeakyRelu/PRelu: a slope below 0 can flip
+    #: the sign, so the slope cannot be read off the output).
+    reads_input = False
 
     def check(self, node: gs.Node) -> str | None:
         return None
@@ -28,6 +45,12 @@ class Rule:
 
     def bias(self, node: gs.Node, ct: list, cx):
         return None
+
+    def walks_sparse(self, node: gs.Node) -> bool:
+        return False
+
+    def sparse(self, node: gs.Node, idx: np.ndarray, vals: np.ndarray, sx):
+        raise NotImplementedError(f"{type(self).__name__} has no sparse transpose")
 
 
 def op_rule(*op_types: str):
@@ -99,6 +122,13 @@ def axes_of(node: gs.Node):
     return const(node, 1) if axes is None else axes
 
 
+def constant_axes(node: gs.Node):
+    """(reason, axes) of a node whose ``axes`` must be constant: the reason when they are
+    computed from data (axes then None), else None and the axes (None when absent)."""
+    reason = needs_constants(node, [1], f"{node.op} axes")
+    return (reason, None) if reason else (None, axes_of(node))
+
+
 def axes_reason(axes, rank_: int | None, what: str) -> str | None:
     if axes is None:
         return None
@@ -144,3 +174,41 @@ def crop_or_pad(cx, ct, start: list[int], length: list[int], full: list[int], fi
         zeros = [0] * first_axis
         ct = em.op("Pad", [ct, em.ints(zeros + before + zeros + after)], hint="zero_fill")
     return ct
+
+
+def merge_positions(positions: np.ndarray, vals: np.ndarray, size: int):
+    """Sparse entries at repeated positions (in ``[0, size)``) summed: (unique positions, rows ×
+    unique). A mark array of ``size`` finds the unique positions without sorting."""
+    seen = np.zeros(size, bool)
+    seen[positions] = True
+    unique = np.flatnonzero(seen)
+    slot = np.empty(size, np.int32)
+    slot[unique] = np.arange(len(unique))
+    inverse = slot[positions]
+    out = np.empty((len(vals), len(unique)), np.float32)
+    for row in range(len(vals)):
+        out[row] = np.bincount(inverse, weights=vals[row], minlength=len(unique))
+    return unique, out
+
+
+def run_alone(node: gs.Node, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """What onnxruntime computes for ``node`` alone (its constant inputs kept, attributes as
+    they are) on each array of ``xs`` given as its data input: the runtime's own arithmetic,
+    read off directly (AveragePool's divisors, nearest Resize's index maps)."""
+    names, initializers = ["x"], []
+    for i, tensor in enumerate(node.inputs[1:], start=1):
+        if not tensor.name:
+            names.append("")
+            continue
+        initializers.append(onnx.numpy_helper.from_array(np.asarray(tensor.values), f"in{i}"))
+        names.append(f"in{i}")
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(xs[0].shape))
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node(node.op, names, ["y"], **dict(node.attrs))], "alone", [x], [y],
+        initializers,
+    )  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [session.run(None, {"x": np.ascontiguousarray(v, np.float32)})[0] for v in xs]

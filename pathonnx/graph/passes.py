@@ -10,8 +10,9 @@ import onnxruntime as ort
 from onnx import shape_inference
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from ..ops._base import is_data
-from .base import PassReport, constant_value, consumers, node_label, rewrite_pass
+from ..ops import role, rule_for
+from ..ops.base import is_data
+from .report import PassReport, constant_value, consumers, node_label, rewrite_pass
 
 # graphsurgeon warns about every constant it cannot fold; the pass reports list what matters.
 G_LOGGER.severity = G_LOGGER.ERROR
@@ -325,7 +326,7 @@ def canonicalize_gates(graph: gs.Graph, report: PassReport) -> None:
     """
     for node in list(graph.nodes):
         label = node_label(node)
-        if node.op == "LeakyRelu" and float(node.attrs.get("alpha", 0.01)) == 0.0:
+        if node.op == "LeakyRelu" and rule_for(node.op).params(node)["alpha"] == 0.0:
             _replace(graph, node, _make_clamp(graph, node, node.inputs[0], 0.0, INF))
             report.changed.append(f"{label} with alpha 0 -> Relu")
             continue
@@ -454,8 +455,6 @@ def expose_outputs(graph: gs.Graph, report: PassReport) -> None:
     One onnxruntime run then yields the logits and the whole activation pattern. GlobalMaxPool
     has no Indices output, so it becomes a MaxPool whose kernel covers the whole map.
     """
-    from ..ops import role  # the registry knows which ops are gates
-
     logits = graph.outputs[0]
     exposed = []
     for node in graph.nodes:
@@ -479,7 +478,7 @@ def expose_outputs(graph: gs.Graph, report: PassReport) -> None:
         elif role(node.op) == "gate":
             node.outputs[0].dtype = node.outputs[0].dtype or np.float32
             exposed.append(node.outputs[0])
-            if node.op in ("LeakyRelu", "PRelu") and node.inputs[0] not in graph.inputs:
+            if rule_for(node.op).reads_input and node.inputs[0] not in graph.inputs:
                 # h = a·z can have either sign when a < 0: the slope needs z itself.
                 node.inputs[0].dtype = node.inputs[0].dtype or np.float32
                 exposed.append(node.inputs[0])

@@ -1,0 +1,185 @@
+"""Options shared by `explain` and `evaluate`: preprocessing, inputs, and method parameters.
+
+Method parameters come from the registry (``pathonnx.METHODS``): their conversion, their help
+and the list of methods in --help. Both commands take ``-p [METHOD.]NAME=VALUE`` for any
+parameter; NAME=VALUE alone goes to the command's one method, so it needs the METHOD where
+several run. `explain`, which runs one method, also has a flag per parameter (``--depth``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from pathonnx.errors import InputError
+from pathonnx.explanation import image_preprocess, output_stem
+from pathonnx.images import PRESETS, load_inputs
+from pathonnx.methods import METHODS
+
+#: The click dest of a method parameter's flag, apart from the command's own options.
+PREFIX = "method_"
+
+
+def apply_options(func, options):
+    """Decorate ``func`` with click ``options``, listed in --help in the given order."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def preprocess_options() -> list:
+    """Preprocessing flags, shared by `explain` and `evaluate`."""
+    return [
+        click.option("--preset", type=click.Choice(list(PRESETS)),
+                     help="Preprocessing preset (flags below override its fields)."),
+        click.option("--size", help="Resize images to HxW (e.g. 224x224)."),
+        click.option("--resize", type=click.Choice(["stretch", "shorter"]),
+                     help="How to reach --size: stretch, or scale the shorter side and crop."),
+        click.option("--crop", is_flag=True, help="Same as --resize shorter (center crop)."),
+        click.option("--mean", help="Per-channel mean, after --scale (e.g. 0.485,0.456,0.406)."),
+        click.option("--std", help="Per-channel std (e.g. 0.229,0.224,0.225)."),
+        click.option("--scale", type=float, help="Multiplies 0..255 pixels first (1/255)."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False)),
+        click.option("--color", type=click.Choice(["grey", "rgb", "bgr"]),
+                     help="Channel order the model expects."),
+        click.option("--grey-to-rgb", is_flag=True, help="Repeat grey images on 3 channels."),
+        click.option("--labels", type=click.Path(dir_okay=False),
+                     help="Class names: one per line, or a JSON list."),
+    ]  # fmt: skip
+
+
+def _owners() -> dict[str, list]:
+    """Parameter name -> [(method name, Param)] over the registry, in registration order."""
+    owners: dict[str, list] = {}
+    for method in METHODS.values():
+        for param in method.params:
+            owners.setdefault(param.name, []).append((method.name, param))
+    return owners
+
+
+def _option_names(options: list) -> set[str]:
+    """The parameter names the click ``options`` decorators declare."""
+
+    def probe():
+        pass
+
+    apply_options(probe, options)
+    return {param.name for param in probe.__click_params__}
+
+
+def with_method_options(options: list, flags: bool = True) -> list:
+    """``options`` (a command's own), then (with ``flags``) one flag per registry parameter
+    whose name they do not take, each with help on the methods that take it, then ``-p``."""
+    taken = _option_names(options) if flags else set(_owners())
+    extra = []
+    for name, owners in _owners().items():
+        if name in taken:
+            continue
+        helps: dict[str, list[str]] = {}
+        for method, param in owners:
+            helps.setdefault(param.help, []).append(method)
+        text = "; ".join(f"{', '.join(ms)}: {h}" for h, ms in helps.items())
+        extra.append(click.option(f"--{name.replace('_', '-')}", PREFIX + name,
+                                  metavar=owners[0][1].kind.metavar, help=text + "."))  # fmt: skip
+    extra.append(click.option(
+        "-p", "--param", multiple=True, metavar="[METHOD.]NAME=VALUE",
+        help="Any method parameter (see Methods below); NAME=VALUE alone goes to the one "
+             "method that runs.",
+    ))  # fmt: skip
+    return [*options, *extra]
+
+
+def methods_epilog() -> str:
+    """The registry's methods, their summaries and parameters, for --help."""
+    lines = ["\b", "Methods (-p METHOD.NAME=VALUE, defaults in brackets):"]
+    for method in METHODS.values():
+        params = ", ".join(f"{p.name} [{p.default}]" for p in method.params) or "no parameters"
+        lines.append(f"  {method.name:<21}{method.summary}")
+        lines.append(f"  {'':<21}{params}")
+    return "\n".join(lines)
+
+
+def method_params(opts: dict, methods: list[str], primary: str | None = None) -> dict:
+    """Per method in ``methods``, the parameters given by flags and ``-p`` (values converted
+    by the registry's parameter kinds). ``-p METHOD.NAME=VALUE`` goes to METHOD; flags and
+    ``-p NAME=VALUE`` go to ``primary``, the command's one method (an error without one)."""
+    flags = {k[len(PREFIX) :]: v for k, v in opts.items() if k.startswith(PREFIX) and v is not None}
+    given = [(None, name, text, f"--{name}") for name, text in flags.items()]
+    for item in opts["param"]:
+        key, sep, text = item.partition("=")
+        method, dot, name = key.rpartition(".")
+        if not sep or not name:
+            raise InputError(f"-p {item!r} must look like name=value or method.name=value")
+        if dot and method not in methods:
+            raise InputError(f"-p {item!r}: method {method!r} is not one of {', '.join(methods)}")
+        given.append((method or None, name, text, f"-p {key}"))
+    out: dict[str, dict] = {m: {} for m in methods}
+    for method, name, text, flag in given:
+        target = method or primary
+        if target is None:
+            takes = [m for m in methods if name in METHODS[m].defaults] or methods
+            raise InputError(
+                f"{flag}={text}: {len(methods)} methods run here; write it as method.name=value, "
+                f"e.g. -p {takes[0]}.{name}={text}"
+            )
+        param = next((p for p in METHODS[target].params if p.name == name), None)
+        out[target][name] = text if param is None else param.from_text(text, flag)
+    return out
+
+
+def _size(text):
+    if text is None:
+        return None
+    try:
+        dims = [int(v) for v in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise InputError(f"--size {text!r} is not a size like 224x224 (or 224)") from None
+    return dims * 2 if len(dims) == 1 else dims
+
+
+def cli_preprocess(model, opts: dict, files: list[Path]):
+    """The preprocessing the flags ask for (None when every input is a .npy array)."""
+    if all(f.suffix.lower() == ".npy" for f in files):
+        return None
+    given = {
+        "size": _size(opts["size"]), "mean": opts["mean"], "std": opts["std"],
+        "scale": opts["scale"], "layout": opts["layout"] and opts["layout"].upper(),
+        "color": opts["color"], "resize": "shorter" if opts["crop"] else opts["resize"],
+    }  # fmt: skip
+    return image_preprocess(model, opts["preset"], **given)
+
+
+def read_inputs(model, opts: dict, files: list[Path]):
+    """(preprocessing, the inputs of every file) as the preprocessing flags ask."""
+    pre = cli_preprocess(model, opts, files)
+    samples = [
+        item
+        for path in files
+        for item in load_inputs(path, pre, model.input_shape, opts["grey_to_rgb"])
+    ]
+    return pre, samples
+
+
+def check_out_dir(out: Path, sources: list[str], files: list[Path]) -> None:
+    """--out must be a writable folder (made if missing) where no output replaces an input."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    inputs = {f.resolve() for f in files}
+    for source in sources:
+        stem = output_stem(source)
+        for suffix in (".png", ".json", ".npz", ".html"):
+            target = (out / (stem + suffix)).resolve()
+            if target in inputs:
+                raise InputError(
+                    f"--out {out} would overwrite the input {target.name}; choose another folder"
+                )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise InputError(
+            f"cannot write to --out {out} ({err.strerror or err}); choose a writable folder"
+        ) from None

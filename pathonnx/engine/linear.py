@@ -1,0 +1,288 @@
+"""The linear engine: the exact linear model ``W x + b`` of a network at x, run by onnxruntime.
+
+:class:`LinearEngine` owns every onnxruntime session of one model: the forward pass that reads
+the pattern, the adjoint graphs of :mod:`pathonnx.engine.adjoint` (whole, staged, masked,
+scaled, with a backward variant), the frozen graph, and the scaled and suffix forward passes
+that pruning and NeuronIntGrad need. Sessions are built on first use and reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..graph import Canonical
+from ..ops import GRADIENT, Backward
+from .adjoint import build_adjoint, build_frozen
+from .forward import Forward, as_batch, check_target, one_hot, pattern, pattern_outputs
+from .session import make_session
+from .sparse import SparseWalker
+
+
+@dataclass(frozen=True)
+class Linear:
+    """The linear model of the network at x for ``target``: ``W`` shaped like x, ``b`` (N,).
+
+    With masks, these are the pathway's ``W^p`` and ``b^p``. ``logits`` are the model's own
+    logits at x (N, K); ``(W * x).sum() + b`` equals ``logits[n, target[n]]`` without masks.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    target: np.ndarray
+    logits: np.ndarray
+
+    def attribution(self, x: np.ndarray) -> np.ndarray:
+        """``W ⊙ x`` (docs/ARCHITECTURE.md, Semantics)."""
+        return self.W * x
+
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """``Σ W ⊙ x + b`` per sample: the linear model evaluated at ``x``."""
+        return (self.W * x).reshape(len(x), -1).sum(axis=1, dtype=np.float64) + self.b
+
+
+def _scale_feed(scales: dict, info) -> np.ndarray:
+    """The float32 feed of a ``scale:<gate>`` input: ``scales[gate]``, else 1 (broadcast)."""
+    value = scales.get(info.name.partition(":")[2])
+    return np.ascontiguousarray(np.ones((1,) * len(info.shape)) if value is None else value,
+                                np.float32)  # fmt: skip
+
+
+class LinearEngine:
+    """Runs one canonical model's graphs on ``providers``; built once, sessions reused."""
+
+    #: Bytes of activations a single adjoint call may hold; rows are chunked to stay below.
+    memory_budget = 1 << 30
+    #: Bytes of cotangent rows a sweep may keep between its stages (see
+    #: :class:`pathonnx.engine.sweep.RowStore`); beyond it, rows are recomputed instead of kept.
+    store_budget = 2 << 30
+
+    def __init__(self, graph: Canonical, providers: list[str]):
+        self.graph = graph
+        self.providers = providers
+        self._sessions: dict[tuple, tuple] = {}
+        self._sparse: SparseWalker | None = None
+
+    def _cached(self, key: tuple, build):
+        """(graph, onnxruntime session) for ``key``, built by ``build()`` on first use."""
+        if key not in self._sessions:
+            proto = build()
+            self._sessions[key] = (proto, make_session(proto, self.providers))
+        return self._sessions[key]
+
+    # -- forward passes ---------------------------------------------------------------------------
+
+    @property
+    def session(self):
+        """The canonical model's session: logits and the whole pattern in one run."""
+        return self._cached(("forward",), lambda: self.graph.proto)[1]
+
+    def forward(self, x) -> Forward:
+        """Run once: ``x`` float32 (N, *input_shape) -> logits (N, K), every gate's output, the
+        inputs of LeakyRelu/PRelu gates and every max-pool's argmax (the frozen pattern)."""
+        x = as_batch(x, self.graph.input_shape)
+        names = pattern_outputs(self.graph)
+        values = dict(zip(names, self.session.run(names, {self.graph.input_name: x})))
+        return pattern(self.graph, x, values)
+
+    def logits(self, x, batch: int = 64) -> np.ndarray:
+        """Logits only, (N, K), ``batch`` samples per onnxruntime call."""
+        x = as_batch(x, self.graph.input_shape)
+        _, session = self._cached(("logits",), self.graph.logits_only)
+        name, step = self.graph.logits_name, max(1, int(batch))
+        runs = [
+            session.run([name], {self.graph.input_name: x[i : i + step]})[0]
+            for i in range(0, len(x), step)
+        ]
+        return np.concatenate(runs)
+
+    def scaled_forward(self, x: np.ndarray, scales: dict[str, np.ndarray]) -> Forward:
+        """The forward pass with each gate's output multiplied by ``scales[gate]`` (float,
+        broadcastable to (N, *gate.shape); 1 where not given): logits and activation pattern of
+        that network. The pattern's ``activations`` are the gate outputs before their scale."""
+        graph = self.graph
+        _, session = self._cached(("scaled",), graph.scaled)
+        x = np.ascontiguousarray(x, np.float32)
+        feeds = {graph.input_name: x}
+        for info in session.get_inputs()[1:]:
+            feeds[info.name] = _scale_feed(scales, info)
+        outputs = [o.name for o in session.get_outputs()]
+        values = dict(zip(outputs, session.run(outputs, feeds)))
+        values[graph.input_name] = x
+
+        def read(name):  # a gate reading another gate reads it scaled
+            return values.get(f"{name}__scaled", values.get(name))
+
+        return pattern(graph, x, values, read)
+
+    def values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """The named intermediate tensors of the forward pass at ``x`` (and x itself)."""
+        names = sorted(set(names) - {self.graph.input_name})
+        _, session = self._cached(("values", tuple(names)),
+                                  lambda: self.graph.with_outputs(names))  # fmt: skip
+        found = dict(zip(names, session.run(names, {self.graph.input_name: x})))
+        return {**found, self.graph.input_name: x}
+
+    def suffix_forward(self, cut: int, feeds: dict[str, np.ndarray]) -> Forward:
+        """The network above ``cut`` run on the tensors live there (``feeds``): its logits and
+        the pattern made above the cut. Its ``x`` is an empty placeholder (N, 0)."""
+        _, session = self._cached(("suffix", cut), lambda: self.graph.suffix(cut))
+        outputs = [o.name for o in session.get_outputs()]
+        got = dict(zip(outputs, session.run(outputs, feeds)))
+        graph = self.graph
+        return Forward(
+            x=np.empty((len(got[outputs[0]]), 0)),
+            logits=got[outputs[0]],
+            activations={g.name: got[g.name] for g in graph.gates if g.name in got},
+            preactivations={g.name: got[g.input] for g in graph.gates if g.input in got},
+            argmax={p.name: got[p.argmax] for p in graph.maxpools if p.argmax in got},
+        )
+
+    # -- the adjoint ------------------------------------------------------------------------------
+
+    @property
+    def adjoint_graph(self):
+        """The general adjoint graph (any number of rows, every gate masked)."""
+        return self._adjoint_session()[0]
+
+    @property
+    def frozen_graph(self):
+        return self._frozen_session()[0]
+
+    def _adjoint_session(self, single_row=False, masked=True, start=None, stop: int = 0,
+                         backward: Backward = GRADIENT, scaled: bool = False):  # fmt: skip
+        cpu = self.providers[0] == "CPUExecutionProvider"
+        proto = self.graph.proto
+        return self._cached(
+            ("adjoint", single_row, masked, start, stop, backward.name, scaled),
+            lambda: build_adjoint(proto, single_row, masked, start, stop, backward, scaled, cpu),
+        )
+
+    def _frozen_session(self):
+        return self._cached(("frozen",), lambda: build_frozen(self.graph.proto))
+
+    @property
+    def sparse_walker(self) -> SparseWalker:
+        """The sparse walk below narrow gates (:mod:`pathonnx.engine.sparse`), built once."""
+        if self._sparse is None:
+            self._sparse = SparseWalker(self.graph)
+        return self._sparse
+
+    def gate_cuts(self) -> list[int]:
+        """Positions in node order right after each gate: where a staged walk can stop to act
+        on the cotangent at that gate's output (in the order of the model's gates)."""
+        return list(self.graph.gate_cuts)
+
+    def stage(
+        self,
+        fwd: Forward,
+        cotangents: dict,
+        start: int | None,
+        stop: int,
+        masks: dict | None = None,
+        single_row: bool = False,
+        scales: dict | None = None,
+    ) -> tuple[dict, np.ndarray]:
+        """Run the walk over nodes ``[stop, start)``: cotangents (rows, *shape) of the tensors live
+        at ``start`` (the key ``"seed"`` for the logits) -> those live at ``stop`` (key ``"grad"``
+        for the input), and the bias (rows,) met in between. ``scales`` (gate name -> float
+        (N, *gate.shape)) multiply the gates instead of boolean ``masks``."""
+        masks = self.masks(masks, len(fwd.x))
+        scaled = scales is not None
+        _, session = self._adjoint_session(single_row, True, start, stop, scaled=scaled)
+        feeds = self._feeds(session, fwd, masks, scales)
+        for key, value in cotangents.items():
+            name = key if key == "seed" else key.replace("ct:", "upstream:", 1)
+            feeds[name] = np.ascontiguousarray(value, np.float32)
+        names = [o.name for o in session.get_outputs()]
+        values = dict(zip(names, session.run(names, feeds)))
+        return {k: v for k, v in values.items() if k != "bias"}, values["bias"]
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def masks(self, masks: dict | None, n: int) -> dict[str, np.ndarray]:
+        """Validate masks (gate name -> bool, shape gate.shape or (N, *gate.shape)) as float32."""
+        gates = {g.name: g for g in self.graph.gates}
+        out = {}
+        for name, mask in (masks or {}).items():
+            if name not in gates:
+                known = ", ".join(list(gates)[:8])
+                raise InputError(f"mask for unknown gate {name!r}; gates are: {known}, ...")
+            mask = np.asarray(mask)
+            shape = gates[name].shape
+            if mask.shape == shape:
+                mask = mask[None]
+            if mask.shape not in ((1, *shape), (n, *shape)):
+                raise InputError(
+                    f"mask for gate {name!r} has shape {mask.shape}; give {shape} or "
+                    f"({n}, {', '.join(map(str, shape))})"
+                )
+            out[name] = mask.astype(bool)
+        return out
+
+    def _feeds(self, session, fwd: Forward, masks: dict[str, np.ndarray], scales=None) -> dict:
+        feeds = {}
+        for info in session.get_inputs():
+            kind, _, name = info.name.partition(":")
+            if kind == "h":
+                feeds[info.name] = fwd.activations[name]
+            elif kind == "z":
+                feeds[info.name] = fwd.preactivations[name]
+            elif kind == "argmax":
+                feeds[info.name] = fwd.argmax[name]
+            elif kind == "mask":
+                rank = len(info.shape)
+                feeds[info.name] = masks.get(name, np.ones((1,) * rank, bool))
+            elif kind == "scale":
+                feeds[info.name] = _scale_feed(scales or {}, info)
+        return feeds
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def rows_per_call(self, n: int) -> int:
+        largest = max([int(np.prod(self.graph.input_shape))] + [g.units for g in self.graph.gates])
+        # onnxruntime holds about a dozen tensors the size of the largest cotangent at once
+        # (measured on VGG-16), 4 bytes each: 64 bytes per element and row.
+        return max(1, int(self.memory_budget // (64 * largest * n)))
+
+    def vjp(self, fwd: Forward, seeds: np.ndarray, masks: dict | None = None,
+            backward: Backward = GRADIENT):  # fmt: skip
+        """Cotangent rows through the frozen, masked map.
+
+        ``seeds`` (N, R, K) -> ``grad`` (N, R, *input_shape) = seedsᵀ·W, ``bias`` (N, R) =
+        seedsᵀ·b. Rows are chunked to keep memory within :attr:`memory_budget`.
+        """
+        n, r, k = seeds.shape
+        masks = self.masks(masks, n)
+        chunk = self.rows_per_call(n)
+        _, session = self._adjoint_session(r == 1 or chunk == 1, bool(masks), backward=backward)
+        feeds = self._feeds(session, fwd, masks)
+        grads, biases = [], []
+        for start in range(0, r, chunk):
+            part = np.ascontiguousarray(seeds[:, start : start + chunk], np.float32)
+            feeds["seed"] = part.reshape(-1, k)
+            grad, bias = session.run(["grad", "bias"], feeds)
+            rows = part.shape[1]
+            grads.append(grad.reshape(n, rows, *self.graph.input_shape))
+            biases.append(bias.reshape(n, rows))
+        return np.concatenate(grads, axis=1), np.concatenate(biases, axis=1)
+
+    def frozen_logits(self, fwd: Forward, x, masks: dict | None = None) -> np.ndarray:
+        """Logits (N, K) of the map frozen at ``fwd``'s pattern (and masked), evaluated at ``x``."""
+        x = np.ascontiguousarray(x, np.float32)
+        masks = self.masks(masks, len(x))
+        _, session = self._frozen_session()
+        feeds = self._feeds(session, fwd, masks)
+        feeds[self.graph.input_name] = x
+        return session.run(["logits"], feeds)[0]
+
+    def linearize(self, fwd: Forward, target, masks: dict | None = None) -> Linear:
+        """The (pathway's) linear model at ``fwd``'s input for ``target`` (see :class:`Linear`)."""
+        n = len(fwd.x)
+        target = check_target(target, n, self.graph.num_outputs)
+        grad, bias = self.vjp(fwd, one_hot(target, self.graph.num_outputs, rows=1), masks)
+        return Linear(
+            W=grad[:, 0], b=bias[:, 0].astype(np.float64), target=target, logits=fwd.logits
+        )

@@ -1,0 +1,52 @@
+"""Stage 2, graph: read a model file, rewrite it into canonical form, derive graphs from it.
+
+Protobuf stops here. Above this stage, code sees a :class:`Canonical` (gates, shapes, names)
+and graphs as opaque values handed to onnxruntime; graphsurgeon's IR reaches only the engine's
+graph builders.
+"""
+
+from __future__ import annotations
+
+from .canonical import Canonical, Gate, MaxPoolSite, canonicalize
+from .emit import Emitter
+from .load import CANONICAL_KEY, ModelFile, load_model
+from .passes import (
+    PIPELINE,
+    argmax_name,
+    canonicalize_gates,
+    drop_identity,
+    expose_outputs,
+    flatten_logits,
+    fold_batchnorm,
+    fold_constants,
+    free_batch,
+    strip_softmax,
+)
+from .report import PassReport, rewrite_pass
+from .variants import live_tensors, parametric_layers, randomized
+
+__all__ = [
+    "CANONICAL_KEY",
+    "PIPELINE",
+    "Canonical",
+    "Emitter",
+    "Gate",
+    "MaxPoolSite",
+    "ModelFile",
+    "PassReport",
+    "argmax_name",
+    "canonicalize",
+    "canonicalize_gates",
+    "drop_identity",
+    "expose_outputs",
+    "flatten_logits",
+    "fold_batchnorm",
+    "fold_constants",
+    "free_batch",
+    "live_tensors",
+    "load_model",
+    "parametric_layers",
+    "randomized",
+    "rewrite_pass",
+    "strip_softmax",
+]

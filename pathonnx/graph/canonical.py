@@ -1,0 +1,207 @@
+"""The canonical model: BN folded, gates in one form, batch free, every gate exposed.
+
+:func:`canonicalize` runs the rewrite passes of :mod:`pathonnx.graph.passes` and checks every
+node against the op registry. :class:`Canonical` is what the stages above read: the gates and
+max-pools in execution order, names and shapes, and the graphs derived from the canonical one
+(:mod:`pathonnx.graph.variants`), without handling protobuf themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import shape_inference
+
+from ..errors import UnsupportedModelError
+from ..ops import GATE_KINDS, rule_for, sample_shape, unsupported_nodes
+from . import variants
+from .load import CANONICAL_KEY, ModelFile
+from .passes import PIPELINE
+from .report import PassReport
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate tensor. ``name`` is the ONNX tensor name of its output, ``shape`` is per sample
+    (its units are the elements of that shape), ``params`` hold the constant bounds or slopes."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    node: str = ""
+    params: dict = field(default_factory=dict, compare=False, repr=False)
+    input: str = ""
+    """The gate's input tensor (its pre-activation)."""
+    reads_input: bool = field(default=False, compare=False, repr=False)
+    """Whether the frozen gate needs its input (LeakyRelu/PRelu: the slope's sign)."""
+
+    @property
+    def units(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class MaxPoolSite:
+    """A max-pool whose argmax is frozen at the input: ``name`` its output tensor."""
+
+    name: str
+    argmax: str
+    shape: tuple[int, ...]
+
+
+class Canonical:
+    """A model file and its canonical form, as the stages above the graph stage see them.
+
+    ``proto`` (the canonical model) and ``original`` (the file as read) are opaque values to
+    hand to onnxruntime; everything else is read off here: the gates and max-pools in
+    execution order, the input and logits, the pass reports, and derived graphs.
+    """
+
+    def __init__(self, file: ModelFile, proto: onnx.ModelProto, reports: list[PassReport],
+                 reference: str):  # fmt: skip
+        self.file = file
+        self.proto = proto
+        self.reports = reports
+        self.reference = reference
+        """The tensor of the original graph that holds the same values as the logits."""
+        self.source = file.source
+        self.input_name = file.input_name
+        self.input_shape: tuple[int, ...] = file.input_shape
+        self.logits_name = proto.graph.output[0].name
+        graph = self._view = gs.import_onnx(proto)  # read here, never edited
+        self.gates: list[Gate] = []
+        self.maxpools: list[MaxPoolSite] = []
+        for node in graph.nodes:
+            out = node.outputs[0]
+            if node.op in GATE_KINDS:
+                rule = rule_for(node.op)
+                self.gates.append(Gate(out.name, rule.kind, sample_shape(out), node.name,
+                                       rule.params(node), node.inputs[0].name,
+                                       rule.reads_input))  # fmt: skip
+            elif node.op == "MaxPool":
+                self.maxpools.append(MaxPoolSite(out.name, node.outputs[1].name, sample_shape(out)))
+        gates = {g.name for g in self.gates}
+        self.gate_cuts = [i + 1 for i, n in enumerate(graph.nodes) if n.outputs[0].name in gates]
+        """Positions in node order right after each gate, in the order of :attr:`gates`."""
+        logits = graph.outputs[0].shape
+        if logits is None or len(logits) != 2 or not isinstance(logits[1], int):
+            shown = "?" if logits is None else ", ".join(map(str, logits[1:]))
+            raise UnsupportedModelError(
+                f"{self.source}: the output has per-sample shape ({shown}); pathonnx explains "
+                "classifiers whose output is logits or probabilities of shape (N, K)"
+            )
+        self.num_outputs = int(logits[1])
+
+    @property
+    def original(self) -> onnx.ModelProto:
+        return self.file.proto
+
+    @property
+    def opset_upgraded_from(self) -> int | None:
+        return self.file.opset_upgraded_from
+
+    @property
+    def softmax_stripped(self) -> bool:
+        return any(r.name == "strip_softmax" and r.applied for r in self.reports)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {p.key: p.value for p in self.original.metadata_props}
+
+    def op_histogram(self, canonical: bool = True) -> Counter:
+        graph = (self.proto if canonical else self.original).graph
+        return Counter(node.op_type for node in graph.node)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.original.SerializeToString()).hexdigest()
+
+    def ir(self) -> gs.Graph:
+        """A fresh graphsurgeon copy of the canonical graph (node order kept)."""
+        return gs.import_onnx(self.proto)
+
+    def live(self, cut: int) -> list[str]:
+        """Names of the data tensors live at ``cut`` (see :func:`variants.live_tensors`)."""
+        return [t.name for t in variants.live_tensors(self._view, cut)]
+
+    def serialized(self, metadata: dict[str, str] | None = None) -> bytes:
+        """The canonical model as file bytes, marked as canonical, with ``metadata`` added."""
+        marker = {CANONICAL_KEY: "first output: logits; the others expose gates and argmaxes"}
+        proto = variants.with_metadata(self.proto, {**marker, **(metadata or {})})
+        return proto.SerializeToString()
+
+    # derived graphs, each a new ModelProto
+    def logits_only(self) -> onnx.ModelProto:
+        return variants.logits_only(self.proto)
+
+    def with_outputs(self, names: list[str]) -> onnx.ModelProto:
+        return variants.with_outputs(self.proto, names)
+
+    def suffix(self, cut: int) -> onnx.ModelProto:
+        return variants.suffix(self.proto, cut)
+
+    def scaled(self) -> onnx.ModelProto:
+        return variants.scaled(self.proto, [g.name for g in self.gates])
+
+    def original_with_logits(self) -> tuple[onnx.ModelProto, str]:
+        return variants.with_output(self.original, self.reference)
+
+    def parametric_layers(self) -> list[tuple[str, list[str]]]:
+        return variants.parametric_layers(self.original)
+
+    def randomized(self, upto: int, seed: int = 0) -> onnx.ModelProto:
+        return variants.randomized(self.original, upto, seed)
+
+
+def canonicalize(loaded: ModelFile, name: str = "model") -> Canonical:
+    """Run every pass of :data:`PIPELINE`, then check that every node is explainable.
+
+    Raises :class:`UnsupportedModelError` naming every node outside the vocabulary.
+    """
+    graph = gs.import_onnx(loaded.proto)
+    reports = []
+    for rewrite in PIPELINE:
+        graph, report = rewrite(graph)
+        reports.append(report)
+    proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = loaded.proto.ir_version  # graphsurgeon keeps the file's, maybe older
+    _carry_model_fields(loaded.proto, proto)
+    del proto.graph.value_info[:]
+    proto = shape_inference.infer_shapes(proto, strict_mode=False)
+    # The vocabulary check reads ranks and sizes: check the graph with its shapes inferred.
+    offenders = unsupported_nodes(gs.import_onnx(proto))
+    if offenders:
+        listed = "; ".join(f"{op} {node!r} ({why})" for node, op, why in offenders[:12])
+        more = f"; and {len(offenders) - 12} more" if len(offenders) > 12 else ""
+        ops = sorted({op for _, op, _ in offenders})
+        raise UnsupportedModelError(
+            f"{name}: {len(offenders)} node(s) cannot be explained ({', '.join(ops)}): "
+            f"{listed}{more}; pathonnx explains piecewise-linear (ReLU-family) networks",
+            nodes=offenders,
+        )
+    logits = proto.graph.output[0].name
+    return Canonical(loaded, proto, reports, _reference(graph, loaded.proto) or logits)
+
+
+def _reference(graph: gs.Graph, original: onnx.ModelProto) -> str | None:
+    """Walk back from the logits through shape-only ops to a tensor the original also has."""
+    names = {out for node in original.graph.node for out in node.output}
+    tensor = graph.outputs[0]
+    while tensor.name not in names:
+        if not tensor.inputs or tensor.inputs[0].op not in ("Flatten", "Reshape", "Squeeze"):
+            return None
+        tensor = tensor.inputs[0].inputs[0]
+    return tensor.name
+
+
+def _carry_model_fields(source: onnx.ModelProto, target: onnx.ModelProto) -> None:
+    target.producer_name = source.producer_name
+    target.producer_version = source.producer_version
+    target.model_version = source.model_version
+    target.doc_string = source.doc_string
+    del target.metadata_props[:]
+    target.metadata_props.extend(source.metadata_props)

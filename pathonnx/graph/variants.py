@@ -1,0 +1,155 @@
+"""Graphs derived from the canonical model, for the engine's sessions and the checks.
+
+Every function here takes ModelProtos and returns a new one (never edits its input). Above this
+stage, graphs are opaque values handed to onnxruntime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from ..ops import rule_for, sample_shape
+
+
+def copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def live_tensors(graph: gs.Graph, cut: int) -> list[gs.Tensor]:
+    """Data tensors that cross ``cut`` (a position in node order): made before it (or the input)
+    and read at or after it (or the logits, at the end). A stage of the backward walk carries
+    exactly their cotangents from one cut to the next."""
+    x, logits = graph.inputs[0], graph.outputs[0]
+    made = [x] + [t for node in graph.nodes[:cut] for t in node.outputs if t.name]
+    read = {t.name for node in graph.nodes[cut:] for t in node.inputs if isinstance(t, gs.Variable)}
+    if cut == len(graph.nodes):
+        read.add(logits.name)
+    return [t for t in made if t.name in read]
+
+
+def logits_only(canonical: onnx.ModelProto) -> onnx.ModelProto:
+    """The canonical model with only the logits output and no unused max-pool Indices."""
+    proto = copy(canonical)
+    del proto.graph.output[1:]
+    read = {name for node in proto.graph.node for name in node.input}
+    for node in proto.graph.node:
+        if node.op_type == "MaxPool" and len(node.output) == 2 and node.output[1] not in read:
+            del node.output[1]
+    return proto
+
+
+def with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the model that also outputs the named intermediate (float) tensors."""
+    proto = copy(proto)
+    have = {o.name for o in proto.graph.output}
+    for name in names:
+        if name not in have:
+            proto.graph.output.add(name=name).type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return proto
+
+
+def suffix(canonical: onnx.ModelProto, cut: int) -> onnx.ModelProto:
+    """The network above ``cut``: its inputs are the tensors live there, its outputs the logits
+    and the frozen pattern (gate outputs, LeakyRelu/PRelu inputs, argmaxes) made above it."""
+    graph = gs.import_onnx(canonical)
+    live = live_tensors(graph, cut)
+    for tensor in live:
+        tensor.shape = ["N", *sample_shape(tensor)]
+        tensor.dtype = np.float32
+    above = {t.name for node in graph.nodes[cut:] for t in node.outputs}
+    outputs = [graph.outputs[0]] + [t for t in graph.outputs[1:] if t.name in above]
+    part = gs.Graph(nodes=graph.nodes[cut:], inputs=live, outputs=outputs, opset=graph.opset)
+    proto = gs.export_onnx(part, do_type_check=False)
+    proto.ir_version = canonical.ir_version
+    return proto
+
+
+def scaled(canonical: onnx.ModelProto, gates: list[str]) -> onnx.ModelProto:
+    """The network with each gate's output multiplied by a float input ``scale:<gate>``
+    (broadcastable to (N, *gate.shape)) before anything reads it: the forward pass of pruning
+    baselines, whose masks and gates change the activation pattern above them. It still outputs
+    the pattern: each gate's own output (before its scale), the argmaxes, and the gate inputs
+    (the scaled tensor, ``<gate>__scaled``, where a gate reads another gate)."""
+    graph = gs.import_onnx(canonical)
+    names, scaled_outputs = set(gates), {}
+    for node in list(graph.nodes):
+        out = node.outputs[0]
+        if out.name not in names:
+            continue
+        rank = len(sample_shape(out)) + 1
+        scale = gs.Variable(f"scale:{out.name}", np.float32, [f"s{i}" for i in range(rank)])
+        graph.inputs.append(scale)
+        scaled_outputs[out.name] = gs.Variable(f"{out.name}__scaled", np.float32, out.shape)
+        readers = [n for n in graph.nodes if out in n.inputs]
+        graph.nodes.append(gs.Node("Mul", f"{out.name}__scale", inputs=[out, scale],
+                                   outputs=[scaled_outputs[out.name]]))  # fmt: skip
+        for reader in readers:
+            reader.inputs = [scaled_outputs[out.name] if t is out else t for t in reader.inputs]
+    read = [n.inputs[0] for n in graph.nodes if getattr(rule_for(n.op), "reads_input", False)]
+    graph.outputs += [t for t in scaled_outputs.values() if t in read]
+    graph.toposort()
+    proto = gs.export_onnx(graph, do_type_check=False)
+    proto.ir_version = canonical.ir_version
+    return proto
+
+
+def with_output(original: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, str]:
+    """The original model with the tensor ``name`` added as an output when its graph has it:
+    (model, "logits"); else (a copy, "output"), to compare by its own output."""
+    proto = copy(original)
+    outputs = [o.name for o in proto.graph.output]
+    if name in outputs:
+        return proto, "logits"
+    produced = {out for node in proto.graph.node for out in node.output}
+    if name not in produced:
+        return proto, "output"
+    info = proto.graph.output.add()
+    info.name = name
+    info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return proto, "logits"
+
+
+#: The op types whose constant inputs are a layer's parameters (the MPRT cascade's layers).
+PARAMETRIC = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def parametric_layers(proto: onnx.ModelProto) -> list[tuple[str, list[str]]]:
+    """(node name, its initializer names) of the weighted layers, from the output backwards."""
+    inits = {i.name for i in proto.graph.initializer}
+    layers = []
+    for index, node in enumerate(proto.graph.node):
+        if node.op_type in PARAMETRIC:
+            names = [t for t in node.input[1:] if t in inits]
+            if names:
+                layers.append((node.name or f"{node.op_type}_{index}", names))
+    return layers[::-1]
+
+
+def randomized(proto: onnx.ModelProto, upto: int, seed: int = 0) -> onnx.ModelProto:
+    """A copy of ``proto`` with the top ``upto`` weighted layers' weights and biases drawn
+    from N(0, 0.01) (σ = 0.1), as in Khakzar et al. 2021, App. C.1. Deterministic per seed."""
+    out = copy(proto)
+    chosen = {n for _, names in parametric_layers(proto)[:upto] for n in names}
+    rng = np.random.default_rng(seed)
+    for init in out.graph.initializer:
+        if init.name in chosen:
+            values = numpy_helper.to_array(init)
+            fresh = rng.normal(0.0, 0.1, values.shape).astype(values.dtype)
+            init.CopyFrom(numpy_helper.from_array(fresh, init.name))
+    return out
+
+
+def with_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> onnx.ModelProto:
+    """A copy whose metadata_props are the old ones updated with ``entries``."""
+    proto = copy(proto)
+    merged = {p.key: p.value for p in proto.metadata_props}
+    merged.update(entries)
+    del proto.metadata_props[:]
+    for key, value in merged.items():
+        proto.metadata_props.add(key=key, value=str(value))
+    return proto

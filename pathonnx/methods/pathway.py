@@ -1,0 +1,84 @@
+"""The Pathway value: per-gate masks, their target, their linear model and statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..engine import Linear
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Pathway:
+    """A pathway: one boolean mask per gate it restricts, ``(N, *gate.shape)``, its target (N,)
+    and its linear model ``linear`` (``W^p`` shaped like x, ``b^p`` (N,)). ``stats`` holds the
+    units kept per gate (N,) and the share of kept units that were dead (inactive) at x, and
+    for decomposed paths the top gate's unit each path starts from (``seed_unit``, (N,))."""
+
+    masks: dict[str, np.ndarray]
+    target: np.ndarray
+    linear: Linear
+    method: str = "pathwise"
+    params: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    def attribution(self, x: np.ndarray) -> np.ndarray:
+        """``W^p ⊙ x``, shaped like x."""
+        return self.linear.attribution(x)
+
+    def take(self, rows) -> Pathway:
+        """The pathway restricted to some samples of its batch (an index or a slice)."""
+        linear = self.linear
+        pick = Linear(linear.W[rows], linear.b[rows], linear.target[rows], linear.logits[rows])
+        stats = {
+            key: {g: v[rows] for g, v in value.items()} if isinstance(value, dict) else value[rows]
+            for key, value in self.stats.items()
+        }
+        masks = {g: m[rows] for g, m in self.masks.items()}
+        return Pathway(masks, self.target[rows], pick, self.method, self.params, stats)
+
+
+def pathway_stats(fwd, masks: dict) -> dict:
+    """Per gate and sample: the units kept, and the share of them that were inactive
+    (h ≤ 0) at x (critical pathways keep none; pruning-objective pathways may)."""
+    kept = {name: m.reshape(len(m), -1).sum(1) for name, m in masks.items()}
+    dead = {
+        name: (~(fwd.activations[name] > 0) & mask).reshape(len(mask), -1).sum(1)
+        / np.maximum(kept[name], 1)
+        for name, mask in masks.items()
+    }
+    return {"units_kept": kept, "dead_share": dead}
+
+
+def network_wide_start(model, x, target, sparsity: float):
+    """Checks shared by the network-wide pathway methods; returns the forward pass at x and
+    the targets (default: the prediction)."""
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise InputError(f"sparsity {sparsity} must be in [0, 1)")
+    fwd = model.forward(x)
+    return fwd, fwd.targets(target)
+
+
+def pathway_from_masks(model, fwd, target, flat: dict, method: str, params: dict, extra=None):
+    """The Pathway of per-gate masks (N, units): its linear model at x and its statistics."""
+    n = len(fwd.x)
+    masks = {g.name: flat[g.name].reshape(n, *g.shape) for g in model.gates}
+    linear = model.linearize(fwd.x, target, masks, fwd=fwd)
+    stats = {**pathway_stats(fwd, masks), **(extra or {})}
+    return Pathway(masks, target, linear, method, params, stats)
+
+
+def jaccard(a: Pathway, b: Pathway) -> np.ndarray:
+    """Per-sample Jaccard overlap of two pathways' kept units (gates without a mask count whole)."""
+    names = sorted(set(a.masks) | set(b.masks))
+    inter, union = 0, 0
+    for name in names:
+        ma, mb = a.masks.get(name), b.masks.get(name)
+        shape = (ma if ma is not None else mb).shape
+        ma = np.ones(shape, bool) if ma is None else ma
+        mb = np.ones(shape, bool) if mb is None else mb
+        inter = inter + (ma & mb).reshape(len(ma), -1).sum(1)
+        union = union + (ma | mb).reshape(len(ma), -1).sum(1)
+    return inter / np.maximum(union, 1)
