@@ -140,11 +140,14 @@ class TorchOracle:
 
 
 def pathwise_reference(
-    oracle: TorchOracle, x, target, depth=None, width=None, alpha=None, forced_top=None
-):
+    oracle: TorchOracle, x, target, depth=None, width=None, alpha=None, forced_top=None,
+    classes=None,
+):  # fmt: skip
     """Algorithm 1 of the pathwise paper as its public code runs it: at every gate from the top,
     the K-row Jacobian of the logits w.r.t. the gate's output is recomputed from scratch (K
-    backward passes) through the upper gates, masked with the units already chosen."""
+    backward passes) through the upper gates, masked with the units already chosen.
+    ``classes=k``: the softmax runs over each sample's k top logits and its target, and the
+    default alpha is 1 over that number of rows (pathonnx's documented approximation)."""
     x64 = torch.tensor(x, dtype=torch.float64)
     target = torch.as_tensor(np.asarray(target))
     n = len(x)
@@ -153,7 +156,13 @@ def pathwise_reference(
     oracle.gradient(x, target.numpy())  # counts the gates
     gates = oracle.gate_calls
     depth = gates if depth is None else depth
-    alpha = 1.0 / k if alpha is None else alpha
+    if classes is None:
+        rows = [list(range(k))] * n
+    else:
+        with torch.no_grad():
+            order = torch.argsort(-oracle.module(x64), dim=1, stable=True)[:, :classes].tolist()
+        rows = [r + ([t] if t not in r else []) for r, t in zip(order, target.tolist())]
+    alphas = [1.0 / len(r) if alpha is None else alpha for r in rows]
     masks: list = [None] * gates
     if forced_top is not None:  # decomposition: the top gate's mask is given
         masks[-1] = forced_top
@@ -173,21 +182,24 @@ def pathwise_reference(
         try:
             logits = oracle.module(x64.clone().requires_grad_(True))
             h = outputs[level]
-            rows = [
+            grads = [
                 torch.autograd.grad(logits[:, c].sum(), h, retain_graph=True)[0] for c in range(k)
             ]
         finally:
             for handle in handles:
                 handle.remove()
-        contribution = (torch.stack(rows, 1) * h.detach()[:, None]).reshape(n, k, -1)
-        importance = torch.softmax(contribution, dim=1)[torch.arange(n), target]
+        contribution = (torch.stack(grads, 1) * h.detach()[:, None]).reshape(n, k, -1)
+        importance = torch.stack([
+            torch.softmax(contribution[i, rows[i]], dim=0)[rows[i].index(int(target[i]))]
+            for i in range(n)
+        ])  # fmt: skip
         units = importance.shape[1]
         keep_at_most = units if width is None else min(width, units)
         order = torch.sort(importance, dim=1, descending=True, stable=True).indices
         mask = torch.zeros_like(importance, dtype=torch.bool)
         for i in range(n):
             top = order[i, :keep_at_most]
-            chosen = top[importance[i, top] > alpha]
+            chosen = top[importance[i, top] > alphas[i]]
             mask[i, chosen if len(chosen) else top[:1]] = True
         masks[level] = mask.reshape(h.shape).numpy()
     return masks

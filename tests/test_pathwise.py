@@ -117,6 +117,28 @@ def test_decomposition_seeds_and_paths(arch, exported):
     assert not np.array_equal(paths[0].masks[top.name], paths[1].masks[top.name])
 
 
+def test_decomposition_takes_the_classes_approximation(exported):
+    """The decomposition gets the pathwise parameters from the registry, classes included."""
+    path, module = exported("vgg_bn")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("vgg_bn", batch=2, seed=7)
+    target = np.array([2, 6])
+    paths = pathonnx.decompose(model, x, target, paths=2, depth=4, width=6, classes=3)
+    oracle = TorchOracle(module)
+    top = model.gates[-1]
+    for pathway in paths:
+        assert pathway.params["classes"] == 3
+        reference = pathwise_reference(oracle, x, target, depth=4, width=6, classes=3,
+                                       forced_top=pathway.masks[top.name])  # fmt: skip
+        for gate, ref in zip(model.gates, reference):
+            if ref is not None:
+                assert (pathway.masks[gate.name] != ref).mean() <= 0.01, gate.name
+    exact = pathonnx.decompose(model, x, target, paths=2, depth=4, width=6)
+    assert any(
+        not np.array_equal(a.masks[g], b.masks[g]) for a, b in zip(paths, exact) for g in a.masks
+    )
+
+
 def test_classes_approximation_agrees_with_the_exact_selection(exported):
     """``classes=k`` (softmax over the k top logits + the target) against all K outputs."""
     path, _ = exported("resnet")
