@@ -88,7 +88,8 @@ def run_evaluate(model, data, **opts) -> None:
         if opts["limit"] < 1:
             raise InputError(f"--limit {opts['limit']} must be a positive number")
         files = files[: opts["limit"]]
-    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])
+    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"],
+                                 options.precision(opts["tf32"]))  # fmt: skip
     pre, loaded = options.read_inputs(loaded_model, opts, files)
     for note in pre.notes if pre is not None else ():
         click.echo(f"note: {note}", err=True)
@@ -109,6 +110,7 @@ def run_evaluate(model, data, **opts) -> None:
     summary = results.summary()
     report = {
         "model": str(model), "model_sha256": loaded_model.sha256(), "inputs": len(loaded),
+        "device": loaded_model.device, "precision": loaded_model.precision,
         "methods": methods, "metrics": results.columns, "settings": {
             "steps": opts["steps"], "seed": opts["seed"], "mprt_layers": opts["mprt_layers"],
             "params": params, "preprocess": None if pre is None else pre.to_dict(),

@@ -23,6 +23,7 @@ from .options import (
     apply_options,
     check_out_dir,
     method_params,
+    precision,
     preprocess_options,
     read_inputs,
     with_method_options,
@@ -76,7 +77,8 @@ def run_explain(model, images, **opts) -> None:
     params = method_params(opts, [method, *compare], primary=method)
     out = Path(opts["out"])
     files = collect(images)
-    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"])
+    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"],
+                                 precision(opts["tf32"]))  # fmt: skip
     pre, loaded = read_inputs(loaded_model, opts, files)
     if pre is not None:
         notes += list(pre.notes)

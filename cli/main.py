@@ -16,7 +16,7 @@ from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
-from .options import methods_epilog
+from .options import methods_epilog, precision
 from .render import check_text, inspect_text, report_text
 
 
@@ -87,6 +87,12 @@ def common_model_options(func):
         default="auto",
         show_default=True,
         help="Where onnxruntime runs the model.",
+    )(func)
+    func = click.option(
+        "--tf32",
+        is_flag=True,
+        help="On CUDA, let the GPU round float32 products to TF32: faster, but W·x + b then "
+        "misses the logit by up to about 1e-2 relative. Off by default (exact).",
     )(func)
     return func
 
@@ -173,7 +179,7 @@ def evaluate(model, data, **opts):
 @common_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every rewrite pass's report.")
-def check(models, input_shape, device, as_json, verbose):
+def check(models, input_shape, device, tf32, as_json, verbose):
     """Check that each MODEL can be explained, for CI.
 
     For every model: explainable or not and why (every offending node), its op histogram, gates
@@ -191,7 +197,7 @@ def check(models, input_shape, device, as_json, verbose):
     show = len(models) > 1 and not as_json and sys.stderr.isatty()
     with _progress(models, "checking", show=show) as items:
         for path in items:
-            results.append(pathonnx.check_model(path, input_shape, device))
+            results.append(pathonnx.check_model(path, input_shape, device, precision(tf32)))
     if as_json:
         emit_json([r.to_dict() for r in results])
     else:
@@ -207,14 +213,14 @@ def check(models, input_shape, device, as_json, verbose):
 @click.argument("model", type=click.Path(dir_okay=False))
 @common_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the gates as JSON.")
-def inspect(model, input_shape, device, as_json):
+def inspect(model, input_shape, device, tf32, as_json):
     """Show the gates of MODEL (kind, shape, units) in execution order.
 
     \b
     Example:
       pathonnx inspect sample_models/shapes_resnet.onnx
     """
-    loaded = pathonnx.load(model, input_shape, device)
+    loaded = pathonnx.load(model, input_shape, device, precision(tf32))
     if as_json:
         emit_json(
             {
@@ -257,7 +263,7 @@ def inspect(model, input_shape, device, as_json):
     help="Store class names in OUT's metadata: a file with one per line, or a JSON list.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the pass reports as JSON.")
-def rewrite(model, out, input_shape, device, force, set_preprocess, set_labels, as_json):
+def rewrite(model, out, input_shape, device, tf32, force, set_preprocess, set_labels, as_json):
     """Write the canonical form of MODEL to OUT.
 
     The canonical model has BatchNorm folded (or kept as a per-channel affine op), Identity and
@@ -278,7 +284,7 @@ def rewrite(model, out, input_shape, device, force, set_preprocess, set_labels, 
         raise InputError(f"{out} exists; pass --force to replace it, or choose another path")
     if target.exists() and target.is_dir():
         raise InputError(f"{out} is a folder; give a file path")
-    loaded = pathonnx.load(model, input_shape, device)
+    loaded = pathonnx.load(model, input_shape, device, precision(tf32))
     metadata = {}
     if set_preprocess is not None:
         metadata[METADATA_KEY] = preprocess_entry(loaded, set_preprocess)

@@ -22,6 +22,11 @@ from pathonnx.methods import METHODS
 PREFIX = "method_"
 
 
+def precision(tf32: bool) -> str:
+    """The model's precision for the --tf32 flag (see ``pathonnx.load``)."""
+    return "tf32" if tf32 else "exact"
+
+
 def apply_options(func, options):
     """Decorate ``func`` with click ``options``, listed in --help in the given order."""
     for option in reversed(options):

@@ -83,6 +83,8 @@ class CheckResult:
     opset_upgraded_from: int | None = None
     self_check: dict | None = None
     completeness: dict | None = None
+    device: str | None = None
+    precision: str | None = None
     passes: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -90,7 +92,10 @@ class CheckResult:
 
 
 def check_model(
-    path: str | os.PathLike, input_shape: tuple[int, ...] | None = None, device: str = "auto"
+    path: str | os.PathLike,
+    input_shape: tuple[int, ...] | None = None,
+    device: str = "auto",
+    precision: str = "exact",
 ) -> CheckResult:
     """Load, canonicalize and self-check one model; never raises for a bad model file.
 
@@ -103,7 +108,7 @@ def check_model(
         result.ops = dict(file.op_histogram())
         result.opset_upgraded_from = file.opset_upgraded_from
         result.input_shape = list(file.input_shape)
-        model = Model(canonicalize(file, Path(path).name), device)
+        model = Model(canonicalize(file, Path(path).name), device, precision)
     except UnsupportedModelError as err:
         result.error, result.exit_code = str(err), err.exit_code
         result.unsupported = [{"node": n, "op": op, "reason": why} for n, op, why in err.nodes]
@@ -112,6 +117,7 @@ def check_model(
         result.error, result.exit_code = str(err), err.exit_code
         return result
     result.explainable = True
+    result.device, result.precision = model.device, model.precision
     result.canonical_ops = dict(model.op_histogram())
     result.num_outputs = model.num_outputs
     result.gates = len(model.gates)

@@ -78,6 +78,8 @@ class Explanation:
     paths: list[PathSummary] = field(default_factory=list)
     compare: dict[str, np.ndarray] = field(default_factory=dict)
     completeness_error: float = float("nan")
+    device: str = "cpu"
+    precision: str = "exact"
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -123,6 +125,8 @@ class Explanation:
             "paths": [path.to_dict() for path in self.paths],
             "compare": sorted(self.compare),
             "completeness_error": self.completeness_error,
+            "device": self.device,
+            "precision": self.precision,
             "timings_s": self.timings,
             "notes": self.notes,
         }  # fmt: skip
@@ -377,7 +381,8 @@ def _explain_batch(model: Model, part: list[Sample], request: Request) -> list[E
                     for p, a in zip(decomposed, path_maps)
                 ],
                 compare={k: v[i] for k, v in others.items()},
-                completeness_error=float(err[i]), timings=dict(timings),
+                completeness_error=float(err[i]), device=model.device,
+                precision=model.precision, timings=dict(timings),
             )
         )  # fmt: skip
     return out

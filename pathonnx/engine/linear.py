@@ -17,7 +17,7 @@ from ..graph import Canonical
 from ..ops import GRADIENT, Backward
 from .adjoint import build_adjoint, build_frozen
 from .forward import Forward, as_batch, check_target, one_hot, pattern, pattern_outputs
-from .session import make_session
+from .session import make_session, provider_names
 from .sparse import SparseWalker
 
 
@@ -153,7 +153,7 @@ class LinearEngine:
 
     def _adjoint_session(self, single_row=False, masked=True, start=None, stop: int = 0,
                          backward: Backward = GRADIENT, scaled: bool = False):  # fmt: skip
-        cpu = self.providers[0] == "CPUExecutionProvider"
+        cpu = provider_names(self.providers)[0] == "CPUExecutionProvider"
         proto = self.graph.proto
         return self._cached(
             ("adjoint", single_row, masked, start, stop, backward.name, scaled),

@@ -12,7 +12,7 @@ from ..graph import Canonical, Gate, MaxPoolSite, PassReport, canonicalize, load
 from ..io import atomic_write_bytes
 from .forward import Forward, check_target
 from .linear import Linear, LinearEngine
-from .session import providers_for
+from .session import provider_names, providers_for
 
 
 class Model:
@@ -22,7 +22,7 @@ class Model:
     ``engine`` (:class:`LinearEngine`) runs every onnxruntime session of the model.
     """
 
-    def __init__(self, graph: Canonical, device: str = "auto"):
+    def __init__(self, graph: Canonical, device: str = "auto", precision: str = "exact"):
         self.graph = graph
         self.source = graph.source
         self.input_name = graph.input_name
@@ -33,8 +33,14 @@ class Model:
         self.gates: list[Gate] = graph.gates
         self.maxpools: list[MaxPoolSite] = graph.maxpools
         self.num_outputs = graph.num_outputs
-        self.providers = providers_for(device)
+        self.providers = providers_for(device, precision)
+        self.precision = precision
         self.engine = LinearEngine(graph, self.providers)
+
+    @property
+    def device(self) -> str:
+        """ "cuda" or "cpu": where onnxruntime runs the model."""
+        return "cuda" if "CUDAExecutionProvider" in provider_names(self.providers) else "cpu"
 
     # -- the graphs -------------------------------------------------------------------------------
 
@@ -110,18 +116,25 @@ class Model:
         )
 
 
-def load(path, input_shape: tuple[int, ...] | None = None, device: str = "auto") -> Model:
+def load(
+    path,
+    input_shape: tuple[int, ...] | None = None,
+    device: str = "auto",
+    precision: str = "exact",
+) -> Model:
     """Load and canonicalize an exported ReLU network.
 
     ``path``: a file path, serialized bytes or an ``onnx.ModelProto`` (copied, never modified).
     ``input_shape`` (per sample, e.g. ``(3, 224, 224)``) is needed only when the file leaves a
     non-batch input dimension dynamic. ``device``: "auto" (CUDA when available), "cpu", "cuda".
+    ``precision``: "exact" (default) or "tf32", which lets CUDA round float32 products to TF32
+    (faster; W·x + b then misses the logit by up to about 1e-2 relative; no effect on the CPU).
     Raises :class:`ModelLoadError` for unreadable files and :class:`UnsupportedModelError`,
     listing every offending node, for models outside the piecewise-linear vocabulary.
     """
     file = load_model(path, input_shape)
     name = Path(file.source).name if file.source[0] != "<" else file.source
-    return Model(canonicalize(file, name), device)
+    return Model(canonicalize(file, name), device, precision)
 
 
 __all__ = ["Gate", "MaxPoolSite", "Model", "load"]

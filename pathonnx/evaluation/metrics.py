@@ -280,13 +280,9 @@ def cascade_models(model: Model, seed: int = 0, layers: int | None = None) -> li
     count = len(model.graph.parametric_layers())
     count = count if layers is None else min(int(layers), count)
     return [
-        load(model.graph.randomized(j, seed), model.input_shape, _device(model))
+        load(model.graph.randomized(j, seed), model.input_shape, model.device, model.precision)
         for j in range(1, count + 1)
     ]
-
-
-def _device(model: Model) -> str:
-    return "cuda" if "CUDAExecutionProvider" in model.providers else "cpu"
 
 
 # -- pathways ----------------------------------------------------------------------------------

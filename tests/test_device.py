@@ -1,0 +1,68 @@
+"""Devices and precision: CUDA runs with TF32 off unless asked; the CPU is exact either way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+import pathonnx
+from pathonnx.engine import providers_for
+from pathonnx.engine.session import provider_names
+from pathonnx.evaluation import metrics as M
+from pathonnx_cli.main import main
+
+VGG = Path(__file__).resolve().parent.parent / "sample_models" / "shapes_vgg.onnx"
+
+
+@pytest.fixture
+def with_cuda(monkeypatch):
+    """onnxruntime as it looks where onnxruntime-gpu sees a GPU."""
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+
+
+def test_cuda_runs_exact_unless_tf32_is_asked_for(with_cuda):
+    exact = providers_for("cuda")
+    assert exact == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    assert providers_for("auto") == exact  # auto picks CUDA, exact too
+    fast = providers_for("cuda", "tf32")
+    assert fast[0] == ("CUDAExecutionProvider", {"use_tf32": "1"})
+    assert provider_names(fast) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("cpu", "tf32") == ["CPUExecutionProvider"]
+
+
+def test_precision_is_checked_and_changes_nothing_on_the_cpu():
+    with pytest.raises(pathonnx.InputError, match="unknown precision 'fp16'"):
+        providers_for("cpu", "fp16")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(pathonnx.InputError, match="no CUDA provider"):
+            pathonnx.load(VGG, device="cuda")
+    exact = pathonnx.load(VGG, device="cpu")
+    fast = pathonnx.load(VGG, device="cpu", precision="tf32")
+    assert (exact.device, exact.precision, fast.precision) == ("cpu", "exact", "tf32")
+    x = np.random.default_rng(0).standard_normal((2, *exact.input_shape)).astype(np.float32)
+    a, b = exact.linearize(x, [0, 3]), fast.linearize(x, [0, 3])
+    np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(a.b, b.b)
+    # the MPRT cascade runs where, and as exactly as, the model it randomizes
+    cascade = M.cascade_models(fast, layers=1)
+    assert [(m.device, m.precision) for m in cascade] == [("cpu", "tf32")]
+
+
+def test_reports_say_where_and_how_exactly_they_ran(tmp_path):
+    runner = CliRunner()
+    check = runner.invoke(main, ["check", str(VGG), "--device", "cpu", "--tf32", "--json"])
+    assert check.exit_code == 0, check.output
+    (report,) = json.loads(check.stdout)
+    assert (report["device"], report["precision"]) == ("cpu", "tf32")
+    assert report["completeness"]["passed"]
+    explain = runner.invoke(main, ["explain", "--device", "cpu", "--json", "-o", str(tmp_path)])
+    assert explain.exit_code == 0, explain.output
+    data = json.loads(explain.stdout)
+    assert (data["device"], data["precision"]) == ("cpu", "exact")
+    assert data["completeness_error"] < 1e-4
