@@ -23,13 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archs  # noqa: E402
-from common import machine, measure  # noqa: E402
+from common import Device, machine, measure, providers_report  # noqa: E402
 
 import pathonnx  # noqa: E402
 
 
 def torch_intgrad(module, relus, x: torch.Tensor, target: int, steps: int, sparsity: float):
-    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
+    alphas = (torch.arange(steps, dtype=torch.float32, device=x.device) + 0.5) / steps
     with torch.no_grad():
         plain = []
         hooks = [r.register_forward_hook(lambda m, i, o: plain.append(o)) for r in relus]
@@ -55,27 +55,34 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--budget", type=float, default=60.0)
+    Device.add_arguments(parser)
     args = parser.parse_args(argv)
+    device = Device.from_args(args)
     print(f"bench_intgrad: {machine()}")
     print(f"VGG-16 + 25088-256-64-10 head, {args.size}x{args.size}, batch 1, {args.steps} steps")
+    print(device.describe())
     module, relus = archs.frozen_pathwise_vgg(args.size)
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "vgg16_pathwise.onnx"
         archs.export_legacy(module, (3, args.size, args.size), path)
-        model = pathonnx.load(path, device="cpu")
+        module.to(device.torch)
+        model = device.load(path)
         target = int(model.forward(x).prediction[0])
         ours = measure(
             lambda: pathonnx.critical_pathway(model, x, target, "intgrad", 0.9, args.steps),
             args.budget, min_repeats=3,
         )  # fmt: skip
+        xt = torch.from_numpy(x).to(device.torch)
         ref = measure(
-            lambda: torch_intgrad(module, relus, torch.from_numpy(x), target, args.steps, 0.9),
+            device.synced(lambda: torch_intgrad(module, relus, xt, target, args.steps, 0.9)),
             args.budget, min_repeats=3,
         )  # fmt: skip
+        report = providers_report(model)
     print(f"{'torch (same algorithm)':24} {ref[0]:8.2f} s")
     print(f"{'pathonnx':24} {ours[0]:8.2f} s")
     print(f"{'ratio pathonnx / torch':24} {ours[0] / ref[0]:8.2f}")
+    print(report)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archs  # noqa: E402
-from common import machine, measure  # noqa: E402
-
-import pathonnx  # noqa: E402
+from common import Device, machine, measure, providers_report  # noqa: E402
 
 MODELS = {"resnet18": archs.resnet18, "vgg16": archs.vgg16}
 
@@ -41,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--classes", type=int, default=10, help="K, the number of outputs")
     parser.add_argument("--budget", type=float, default=8.0, help="seconds of timing per cell")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    Device.add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="64×64, batch 1 and 2, few repeats")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -50,23 +48,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def torch_gradient(module: torch.nn.Module, x: np.ndarray, target: np.ndarray):
+def torch_gradient(module: torch.nn.Module, x: np.ndarray, target: np.ndarray, device: Device):
+    """The input gradient in torch, on ``device`` (the input copied there, as pathonnx's is)."""
+
     def run():
-        xt = torch.from_numpy(x).requires_grad_(True)
+        xt = torch.from_numpy(x).to(device.torch).requires_grad_(True)
         out = module(xt)
-        out[torch.arange(len(x)), torch.from_numpy(target)].sum().backward()
+        out[torch.arange(len(x)), torch.from_numpy(target).to(device.torch)].sum().backward()
         return xt.grad
 
-    return run
+    return device.synced(run)
 
 
 def cell(name: str, batch: int, module, model, args) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, args.size, args.size)).astype(np.float32)
     target = rng.integers(0, args.classes, batch)
-    reference = torch_gradient(module, x, target)
+    reference = torch_gradient(module, x, target, Device.from_args(args))
     # Same work, same answer: check W against torch before timing anything.
-    w_torch = reference().numpy()
+    w_torch = reference().cpu().numpy()
     linear = model.linearize(x, target)
     cos = (linear.W * w_torch).sum() / np.linalg.norm(linear.W) / np.linalg.norm(w_torch)
     assert cos > 0.999, f"{name}: W disagrees with torch (cosine {cos})"
@@ -115,7 +115,8 @@ def table(rows: list[dict], classes: int) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     print(f"bench_linearize: {machine()}")
-    print(f"device {args.device}; input {args.size}x{args.size}; K={args.classes}; medians")
+    device = Device.from_args(args)
+    print(f"{device.describe()}; input {args.size}x{args.size}; K={args.classes}; medians")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
@@ -125,10 +126,12 @@ def main(argv=None) -> None:
                 p.requires_grad_(False)
             path = Path(folder) / f"{name}.onnx"
             archs.export_legacy(module, (3, args.size, args.size), path)
-            model = pathonnx.load(path, device=args.device)
+            module.to(device.torch)
+            model = device.load(path)
             for batch in (int(b) for b in args.batches.split(",")):
                 rows.append(cell(name, batch, module, model, args))
                 print(table(rows[-1:], args.classes).splitlines()[-1], flush=True)
+            print(providers_report(model))
     print()
     print(table(rows, args.classes))
     if args.json:

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archs  # noqa: E402
-from common import machine, measure  # noqa: E402
+from common import Device, machine, measure, providers_report  # noqa: E402
 
 import pathonnx  # noqa: E402
 from pathonnx.evaluation import metrics as M  # noqa: E402
@@ -45,7 +45,9 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per method")
     parser.add_argument("--json", type=Path)
+    Device.add_arguments(parser)
     args = parser.parse_args(argv)
+    device = Device.from_args(args)
     steps = args.size
     print(f"bench_metrics: {machine()}")
     print(f"ResNet-18, K=1000, {args.size}x{args.size}, insertion curve with {steps} steps")
@@ -54,7 +56,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "resnet18.onnx"
         archs.export_legacy(archs.resnet18(), (3, args.size, args.size), path)
-        model = pathonnx.load(path, device="cpu")
+        model = device.load(path)
         target = int(model.logits(x)[0].argmax())
         attribution = pathonnx.attribute(model, x, target, method="saliency")
         ours = M.insertion(model, x, attribution, target, steps, batch=64)
@@ -67,6 +69,7 @@ def main(argv=None) -> None:
         t_loop = measure(lambda: per_step_loop(model, x, attribution, target, steps),
                          args.budget, min_repeats=3)  # fmt: skip
     print(f"  max |curve - loop| = {err:.1e}")
+    print(providers_report(model))
     rows = [
         ("one forward batch of 64", t_batch[0]),
         ("insertion curve, batched (pathonnx)", t_curve[0]),

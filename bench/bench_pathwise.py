@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archs  # noqa: E402
-from common import machine, measure  # noqa: E402
+from common import Device, machine, measure, providers_report  # noqa: E402
 
 import pathonnx  # noqa: E402
 
@@ -82,19 +82,23 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per cell")
     parser.add_argument("--quick", action="store_true", help="64x64, few repeats")
     parser.add_argument("--json", type=Path)
+    Device.add_arguments(parser)
     args = parser.parse_args(argv)
+    device = Device.from_args(args)
     if args.quick:
         args.size, args.budget = 64, 1.0
     print(f"bench_pathwise: {machine()}")
     print(f"VGG-16 + 25088-256-64-10 head (pathwise paper), {args.size}x{args.size}, batch 1, K=10")
+    print(device.describe())
     module, relus = archs.frozen_pathwise_vgg(args.size)
     x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).to(device.torch)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "vgg16_pathwise.onnx"
         archs.export_legacy(module, (3, args.size, args.size), path)
-        model = pathonnx.load(path, device="cpu")
+        module.to(device.torch)
+        model = device.load(path)
         target = int(model.forward(x).prediction[0])
         for label, params in SETTINGS.items():
             ours = pathonnx.pathwise(model, x, target, **params)
@@ -102,14 +106,14 @@ def main(argv=None) -> None:
                 module, relus, xt, target, params.get("depth"), params.get("width")
             )
             agree = np.mean([
-                (ours.masks[g.name][0] == (m[0].numpy() > 0)).mean()
+                (ours.masks[g.name][0] == (m[0].cpu().numpy() > 0)).mean()
                 for g, m in zip(model.gates, ref) if m is not None
             ])  # fmt: skip
             t_ours = measure(lambda p=params: pathonnx.pathwise(model, x, target, **p),
                              args.budget, min_repeats=3)  # fmt: skip
             t_ref = measure(
-                lambda p=params: torch_pathwise(module, relus, xt, target, p.get("depth"),
-                                                p.get("width")),
+                device.synced(lambda p=params: torch_pathwise(module, relus, xt, target,
+                                                              p.get("depth"), p.get("width"))),
                 args.budget, min_repeats=3,
             )  # fmt: skip
             rows.append((label, t_ref[0], t_ours[0], agree))
@@ -122,9 +126,11 @@ def main(argv=None) -> None:
 
         ig = IntegratedGradients(module)
         ig_ref = measure(
-            lambda: ig.attribute(xt, target=target, n_steps=50, internal_batch_size=16),
+            device.synced(lambda: ig.attribute(xt, target=target, n_steps=50,
+                                               internal_batch_size=16)),
             args.budget, min_repeats=3,
         )  # fmt: skip
+        report = providers_report(model)
     head = f"{'setting':28} {'torch per-gate':>15} {'pathonnx':>10} {'speed-up':>9} {'agree':>12}"
     print()
     print(head)
@@ -135,6 +141,7 @@ def main(argv=None) -> None:
         f"{'integrated gradients (50)':28} {ig_ref[0]:>13.2f} s {ig_ours[0]:>8.2f} s "
         f"{ig_ref[0] / ig_ours[0]:>8.1f}x {'(Captum)':>12}"
     )
+    print(report)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
 

@@ -71,6 +71,65 @@ def measure(fn: Callable[[], object], budget_s: float, min_repeats: int = 5, max
     return statistics.median(times), float(q[1] - q[0]), len(times), memory.extra
 
 
+class Device:
+    """Where a benchmark runs both sides, with one TF32 setting for both: pathonnx's provider
+    (``load(..., device, precision)``) and the torch/Captum reference's device. On CUDA the
+    reference's clock stops only after ``torch.cuda.synchronize()``."""
+
+    def __init__(self, name: str = "cpu", tf32: bool = False):
+        import torch
+
+        self.name, self.tf32 = name, tf32
+        self.precision = "tf32" if tf32 else "exact"
+        if name == "cuda":
+            if not torch.cuda.is_available():
+                raise SystemExit("--device cuda: torch sees no CUDA GPU here")
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        self.torch = torch.device(name)
+
+    @staticmethod
+    def add_arguments(parser) -> None:
+        parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                            help="where pathonnx and the torch reference both run")  # fmt: skip
+        parser.add_argument("--tf32", action="store_true",
+                            help="TF32 on for both sides (default: off, exact)")  # fmt: skip
+
+    @classmethod
+    def from_args(cls, args) -> Device:
+        return cls(args.device, args.tf32)
+
+    def load(self, path):
+        import pathonnx
+
+        return pathonnx.load(path, device=self.name, precision=self.precision)
+
+    def synced(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """``fn`` whose return waits for the GPU's queued work (on CUDA)."""
+        if self.name != "cuda":
+            return fn
+        import torch
+
+        def run():
+            out = fn()
+            torch.cuda.synchronize()
+            return out
+
+        return run
+
+    def describe(self) -> str:
+        return f"device {self.name}, TF32 {'on' if self.tf32 else 'off'} on both sides"
+
+
+def providers_report(model) -> str:
+    """The providers each session of ``model`` really got, one line per kind of session."""
+    counts: dict[tuple, int] = {}
+    for kind, names in model.engine.session_providers():
+        counts[kind, tuple(names)] = counts.get((kind, tuple(names)), 0) + 1
+    lines = [f"  {kind} ×{n}: {', '.join(names)}" for (kind, names), n in counts.items()]
+    return "sessions and their providers (get_providers()):\n" + "\n".join(lines)
+
+
 def machine() -> str:
     import onnxruntime as ort
     import torch

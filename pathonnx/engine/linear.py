@@ -72,6 +72,11 @@ class LinearEngine:
             self._sessions[key] = (proto, make_session(proto, self.providers))
         return self._sessions[key]
 
+    def session_providers(self) -> list[tuple[str, list[str]]]:
+        """(kind of session, the providers onnxruntime gave it) for every session built so far,
+        e.g. ("adjoint", ["CUDAExecutionProvider", "CPUExecutionProvider"])."""
+        return [(key[0], session.get_providers()) for key, (_, session) in self._sessions.items()]
+
     # -- forward passes ---------------------------------------------------------------------------
 
     @property
