@@ -66,3 +66,21 @@ def test_reports_say_where_and_how_exactly_they_ran(tmp_path):
     data = json.loads(explain.stdout)
     assert (data["device"], data["precision"]) == ("cpu", "exact")
     assert data["completeness_error"] < 1e-4
+
+
+def test_budgets_follow_the_gpus_free_memory(monkeypatch):
+    from pathonnx.engine import linear
+
+    graph = pathonnx.load(VGG, device="cpu").graph
+    cuda = [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    monkeypatch.setattr(linear, "device_memory", lambda: 40 << 30)
+    monkeypatch.setattr(linear, "host_memory", lambda: 100 << 30)
+    engine = linear.LinearEngine(graph, cuda)  # builds no session: no GPU needed
+    assert (engine.memory_budget, engine.store_budget) == (20 << 30, 10 << 30)
+    assert engine.rows_per_call(16) > 1000  # all K rows of a sweep in one call
+    monkeypatch.setattr(linear, "host_memory", lambda: 8 << 30)
+    assert linear.LinearEngine(graph, cuda).store_budget == 2 << 30  # the rows live on the host
+    cpu = linear.LinearEngine(graph, ["CPUExecutionProvider"])
+    assert (cpu.memory_budget, cpu.store_budget) == (1 << 30, 2 << 30)
+    monkeypatch.setattr(linear, "device_memory", lambda: None)  # no driver to ask
+    assert linear.LinearEngine(graph, cuda).memory_budget == 1 << 30

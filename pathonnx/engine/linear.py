@@ -17,7 +17,7 @@ from ..graph import Canonical
 from ..ops import GRADIENT, Backward
 from .adjoint import build_adjoint, build_frozen
 from .forward import Forward, as_batch, check_target, one_hot, pattern, pattern_outputs
-from .session import make_session, provider_names
+from .session import device_memory, host_memory, make_session, provider_names
 from .sparse import SparseWalker
 
 
@@ -54,16 +54,23 @@ class LinearEngine:
     """Runs one canonical model's graphs on ``providers``; built once, sessions reused."""
 
     #: Bytes of activations a single adjoint call may hold; rows are chunked to stay below.
+    #: Sized for a 24 GB CPU machine; on CUDA, half the GPU's free memory (see __init__).
     memory_budget = 1 << 30
     #: Bytes of cotangent rows a sweep may keep between its stages (see
     #: :class:`pathonnx.engine.sweep.RowStore`); beyond it, rows are recomputed instead of kept.
+    #: On CUDA, a quarter of the GPU's free memory, and at most a quarter of the host's
+    #: available memory, where the store's rows live between onnxruntime calls.
     store_budget = 2 << 30
 
-    def __init__(self, graph: Canonical, providers: list[str]):
+    def __init__(self, graph: Canonical, providers: list):
         self.graph = graph
         self.providers = providers
         self._sessions: dict[tuple, tuple] = {}
         self._sparse: SparseWalker | None = None
+        free = device_memory() if "CUDAExecutionProvider" in provider_names(providers) else None
+        if free:  # all K rows of a sweep in as few calls as the GPU holds
+            self.memory_budget = free // 2
+            self.store_budget = min(free // 4, (host_memory() or self.store_budget * 4) // 4)
 
     def _cached(self, key: tuple, build):
         """(graph, onnxruntime session) for ``key``, built by ``build()`` on first use."""

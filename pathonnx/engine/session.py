@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import onnxruntime as ort
 
 from ..errors import InputError, ModelLoadError
@@ -37,6 +39,43 @@ def providers_for(device: str = "auto", precision: str = "exact") -> list:
 def provider_names(providers: list) -> list[str]:
     """The names in a provider list of names or (name, options) pairs."""
     return [p[0] if isinstance(p, tuple) else p for p in providers]
+
+
+def host_memory() -> int | None:
+    """Memory available to new allocations on this machine (Linux's MemAvailable), in bytes."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                ("used", ctypes.c_ulonglong)]  # fmt: skip
+
+
+def device_memory(index: int = 0) -> int | None:
+    """Free memory of NVIDIA GPU ``index`` in bytes, read from the driver's NVML library
+    (``nvmlDeviceGetMemoryInfo``); None where there is no NVIDIA driver or it cannot say."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        handle, memory = ctypes.c_void_p(), _NvmlMemory()
+        if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:
+            return None
+        if nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) != 0:
+            return None
+        return int(memory.free)
+    finally:
+        nvml.nvmlShutdown()
 
 
 _SHARED_ARENA = False
