@@ -84,3 +84,61 @@ def test_budgets_follow_the_gpus_free_memory(monkeypatch):
     assert (cpu.memory_budget, cpu.store_budget) == (1 << 30, 2 << 30)
     monkeypatch.setattr(linear, "device_memory", lambda: None)  # no driver to ask
     assert linear.LinearEngine(graph, cuda).memory_budget == 1 << 30
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vgg_bn", "leaky_prelu", "densenet", "pad_maxpool"])
+def test_one_call_linearize_equals_the_two_step_walk(arch, exported):
+    """The fused forward+adjoint graph (the pattern stays in the runtime) gives the same W, b
+    as a forward pass to numpy followed by the adjoint, with masks and backward rules too."""
+    import zoo
+
+    from pathonnx.ops import GUIDED
+
+    path, _ = exported(arch)
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input(arch, batch=3, seed=2)
+    rng = np.random.default_rng(1)
+    masks = {g.name: rng.random((3, *g.shape)) < 0.7 for g in model.gates}
+    target = np.array([1, 4, 9])
+    fwd = model.forward(x)
+    for given in (None, masks):
+        one = model.engine.linearize_at(x, target, given)
+        two = model.engine.linearize(fwd, target, given)
+        np.testing.assert_allclose(one.W, two.W, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(one.b, two.b, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(one.logits, fwd.logits)
+    seeds = np.zeros((3, 1, model.num_outputs), np.float32)
+    seeds[np.arange(3), 0, target] = 1.0
+    guided, _ = model.engine.vjp(fwd, seeds, backward=GUIDED)
+    np.testing.assert_allclose(model.engine.linearize_at(x, target, backward=GUIDED).W,
+                               guided[:, 0], rtol=1e-6, atol=1e-7)  # fmt: skip
+
+
+def test_hot_paths_return_no_gate_sized_array(exported, monkeypatch):
+    """linearize and the one-pass and integrated-gradient baselines run forward and backward in
+    the runtime: no forward pass to numpy, and nothing larger than the input comes back."""
+    import zoo
+
+    path, _ = exported("vgg_bn")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("vgg_bn", batch=2, seed=3)
+    assert max(g.units for g in model.gates) > x[0].size  # gates larger than the input exist
+    engine, returned = model.engine, []
+    run_bound = engine._run_bound
+
+    def recording(session, feeds, outputs):
+        arrays = run_bound(session, feeds, outputs)
+        returned.extend(a[0].size for a in arrays)  # per sample
+        return arrays
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a hot path copied the whole pattern to numpy")
+
+    monkeypatch.setattr(engine, "_run_bound", recording)
+    monkeypatch.setattr(engine, "forward", forbidden)
+    monkeypatch.setattr(engine, "vjp", forbidden)
+    model.linearize(x, [0, 1])
+    for method in ("saliency", "input_x_gradient", "guided_backprop", "deconvnet"):
+        pathonnx.attribute(model, x, [0, 1], method=method)
+    pathonnx.attribute(model, x, [0, 1], method="integrated_gradients", steps=4)
+    assert returned and max(returned) <= x[0].size

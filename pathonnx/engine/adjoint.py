@@ -188,3 +188,51 @@ def build_frozen(canonical):
     logits = em.op("Identity", [mapping[graph.outputs[0].name]], hint="logits")
     logits.name = "logits"
     return em.graph([logits], "pathonnx_frozen")
+
+
+def build_fused(
+    canonical,
+    single_row: bool = True,
+    masked: bool = False,
+    backward: Backward = GRADIENT,
+    maxunpool: bool = True,
+):
+    """The forward pass and the adjoint walk as one graph: the pattern (gate outputs and
+    inputs, max-pool argmaxes) flows from the one into the other inside onnxruntime, and never
+    leaves the device. Inputs: the model's input, ``seed`` (rows, K) and, when ``masked``,
+    ``mask:<gate>``; outputs: the logits, ``grad`` (rows, *input_shape) and ``bias`` (rows,).
+    One call gives the linear model at x (``single_row``: one row per sample)."""
+    forward = gs.import_onnx(canonical)
+    adjoint = gs.import_onnx(build_adjoint(canonical, single_row, masked, backward=backward,
+                                           maxunpool=maxunpool))  # fmt: skip
+    made = {t.name: t for node in forward.nodes for t in node.outputs}
+    made[forward.inputs[0].name] = forward.inputs[0]
+    producer = {t.name: node for node in forward.nodes for t in node.outputs}
+    pattern, kept = {}, []
+    for tensor in adjoint.inputs:
+        kind, _, name = tensor.name.partition(":")
+        if kind == "h":
+            pattern[tensor.name] = made[name]
+        elif kind == "z":
+            pattern[tensor.name] = producer[name].inputs[0]
+        elif kind == "argmax":
+            pattern[tensor.name] = producer[name].outputs[1]
+        else:  # seed, masks
+            kept.append(tensor)
+    for node in adjoint.nodes:
+        node.name = f"adjoint/{node.name}"
+        for i, tensor in enumerate(node.inputs):
+            if tensor.name in pattern:
+                node.inputs[i] = pattern[tensor.name]
+    outputs = [forward.outputs[0], *adjoint.outputs]  # logits, grad, bias
+    own = {id(t) for t in forward.tensors().values()}
+    for tensor in adjoint.tensors().values():
+        if id(tensor) not in own and tensor not in kept and tensor not in adjoint.outputs:
+            tensor.name = f"adjoint/{tensor.name}"  # apart from the forward's names
+    fused = gs.Graph(nodes=[*forward.nodes, *adjoint.nodes], inputs=[forward.inputs[0], *kept],
+                     outputs=outputs, opset=max(forward.opset, ADJOINT_OPSET),
+                     name="pathonnx_fused")  # fmt: skip
+    fused.cleanup()
+    proto = gs.export_onnx(fused, do_type_check=False)
+    proto.ir_version = max(8, min(canonical.ir_version, proto.ir_version))
+    return proto

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..graph import Canonical
 from ..ops import GRADIENT, Backward
-from .adjoint import build_adjoint, build_frozen
+from .adjoint import build_adjoint, build_frozen, build_fused
 from .forward import Forward, as_batch, check_target, one_hot, pattern, pattern_outputs
 from .session import device_memory, host_memory, make_session, provider_names
 from .sparse import SparseWalker
@@ -172,6 +172,12 @@ class LinearEngine:
             lambda: build_adjoint(proto, single_row, masked, start, stop, backward, scaled, cpu),
         )
 
+    def _fused_session(self, masked: bool, backward: Backward):
+        cpu = provider_names(self.providers)[0] == "CPUExecutionProvider"
+        proto = self.graph.proto
+        return self._cached(("fused", masked, backward.name),
+                            lambda: build_fused(proto, True, masked, backward, cpu))  # fmt: skip
+
     def _frozen_session(self):
         return self._cached(("frozen",), lambda: build_frozen(self.graph.proto))
 
@@ -289,6 +295,37 @@ class LinearEngine:
         feeds = self._feeds(session, fwd, masks)
         feeds[self.graph.input_name] = x
         return session.run(["logits"], feeds)[0]
+
+    @property
+    def _output_device(self) -> str:
+        return "cuda" if provider_names(self.providers)[0] == "CUDAExecutionProvider" else "cpu"
+
+    def _run_bound(self, session, feeds: dict, outputs: list[str]) -> list[np.ndarray]:
+        """Run ``session`` with IOBinding: the inputs are copied in once, every intermediate
+        stays where the provider made it, and only ``outputs`` come back as numpy arrays."""
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in outputs:
+            binding.bind_output(name, self._output_device)
+        session.run_with_iobinding(binding)
+        return [value.numpy() for value in binding.get_outputs()]
+
+    def linearize_at(self, x, target, masks: dict | None = None,
+                     backward: Backward = GRADIENT) -> Linear:  # fmt: skip
+        """The (pathway's) linear model at ``x`` for ``target`` in one onnxruntime call: the
+        forward pass and the adjoint walk run as one graph (:func:`build_fused`), so the
+        pattern never leaves the runtime; only the logits, W and b come back."""
+        x = as_batch(x, self.graph.input_shape)
+        n, k = len(x), self.graph.num_outputs
+        target = check_target(target, n, k)
+        masks = self.masks(masks, n)
+        _, session = self._fused_session(bool(masks), backward)
+        feeds = self._feeds(session, None, masks)
+        feeds[self.graph.input_name], feeds["seed"] = x, one_hot(target, k)
+        logits, grad, bias = self._run_bound(session, feeds,
+                                             [self.graph.logits_name, "grad", "bias"])  # fmt: skip
+        return Linear(W=grad, b=bias.astype(np.float64), target=target, logits=logits)
 
     def linearize(self, fwd: Forward, target, masks: dict | None = None) -> Linear:
         """The (pathway's) linear model at ``fwd``'s input for ``target`` (see :class:`Linear`)."""

@@ -94,9 +94,12 @@ class Model:
         ``target``: an int or one per sample. ``masks``: gate name -> bool array of shape
         ``gate.shape`` or ``(N, *gate.shape)``; units outside a mask are removed (they pass
         nothing), giving the pathway's ``W^p, b^p``. Without masks ``Σ W⊙x + b`` is the logit.
-        ``fwd``: the forward pass at ``x`` when the caller has it already.
+        ``fwd``: the forward pass at ``x`` when the caller has it already; without it, the
+        forward pass and the walk back run as one onnxruntime call.
         """
-        return self.engine.linearize(fwd or self.forward(x), target, masks)
+        if fwd is None:
+            return self.engine.linearize_at(x, target, masks)
+        return self.engine.linearize(fwd, target, masks)
 
     def check_target(self, target, n: int) -> np.ndarray:
         """Targets as (N,) int64, from an int or one per sample; raises on out-of-range."""
