@@ -23,13 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import archs  # noqa: E402
+from common import Device, machine  # noqa: E402
+
 CHILD = """
 import json, resource, sys, time
 import numpy as np
+import onnxruntime as ort
+path, size, depth, device, precision = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
+if device == "cuda" and hasattr(ort, "preload_dlls"):
+    ort.preload_dlls()  # the CUDA libraries, which torch would load, in a process without torch
 import pathonnx
-path, size, depth = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 t0 = time.perf_counter()
-model = pathonnx.load(path, device="cpu")
+model = pathonnx.load(path, device=device, precision=precision)
 x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
 t1 = time.perf_counter()
 pathway = pathonnx.pathwise(model, x, depth=None if depth == "all" else int(depth))
@@ -39,6 +45,7 @@ print(json.dumps({
     "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     "units_kept": {k: int(v[0]) for k, v in pathway.stats["units_kept"].items()},
     "path_logit": float(pathway.linear.W.ravel() @ x.ravel() + pathway.linear.b[0]),
+    "providers": model.engine.session_providers()[0][1],
 }))
 """
 
@@ -49,10 +56,9 @@ def main(argv=None) -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--depth", default="all", help="gates from the top, or 'all'")
     parser.add_argument("--json", type=Path)
+    Device.add_arguments(parser)
     args = parser.parse_args(argv)
-
-    import archs
-    from common import machine
+    precision = "tf32" if args.tf32 else "exact"
 
     print(f"bench_pathwise_memory: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,13 +68,17 @@ def main(argv=None) -> None:
         )
         t0 = time.perf_counter()
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(path), str(args.size), args.depth],
+            [sys.executable, "-c", CHILD, str(path), str(args.size), args.depth, args.device,
+             precision],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         wall = time.perf_counter() - t0
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.update(size=args.size, classes=args.classes, depth=args.depth, wall_s=wall)
-    print(f"VGG-16, K={args.classes}, {args.size}x{args.size}, batch 1, depth {args.depth}")
+    print(
+        f"VGG-16, K={args.classes}, {args.size}x{args.size}, batch 1, depth {args.depth}; "
+        f"device {args.device}, precision {precision}, providers {result['providers']}"
+    )
     print(f"pathonnx.load              {result['load_s']:8.1f} s")
     print(f"pathwise (exact, all K)    {result['pathwise_s']:8.1f} s")
     print(f"peak RSS of that process   {result['peak_rss_gib']:8.2f} GiB   (goal <= 8 GB)")
