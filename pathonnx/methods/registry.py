@@ -60,12 +60,12 @@ def max_units(width, units: int) -> int:
 
 def _width_text(text: str):
     text = text.strip()
-    try:
-        if not text.endswith("%") and not text.isdigit():
-            raise InputError(text)
-        return check_width(text if text.endswith("%") else int(text))
-    except InputError:
-        raise ValueError("must be a count like 64 or a share like 5%") from None
+    if text.endswith("%") or text.isdigit():
+        try:
+            return check_width(text if text.endswith("%") else int(text))
+        except InputError:
+            pass
+    raise ValueError("must be a count like 64 or a share like 5%")
 
 
 def _integer(text: str) -> int:
