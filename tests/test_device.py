@@ -142,3 +142,25 @@ def test_hot_paths_return_no_gate_sized_array(exported, monkeypatch):
         pathonnx.attribute(model, x, [0, 1], method=method)
     pathonnx.attribute(model, x, [0, 1], method="integrated_gradients", steps=4)
     assert returned and max(returned) <= x[0].size
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vgg_bn"])
+def test_many_rows_in_one_call_equal_the_two_step_walk(arch, exported):
+    """vjp_at: K cotangent rows (all classes) with the forward pass in the same calls, chunked
+    under the memory budget like vjp."""
+    import zoo
+
+    path, _ = exported(arch)
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input(arch, batch=2, seed=6)
+    rng = np.random.default_rng(2)
+    masks = {g.name: rng.random((2, *g.shape)) < 0.8 for g in model.gates}
+    seeds = np.broadcast_to(np.eye(10, dtype=np.float32), (2, 10, 10))
+    for given in (None, masks):
+        want_grad, want_bias = model.engine.vjp(model.forward(x), seeds, given)
+        for budget in (1 << 30, 1):  # one fused call, or a forward pass and a call per row
+            model.engine.memory_budget = budget
+            grad, bias = model.engine.vjp_at(x, seeds, given)
+            np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(bias, want_bias, rtol=1e-6, atol=1e-6)
+        model.engine.memory_budget = 1 << 30

@@ -172,11 +172,11 @@ class LinearEngine:
             lambda: build_adjoint(proto, single_row, masked, start, stop, backward, scaled, cpu),
         )
 
-    def _fused_session(self, masked: bool, backward: Backward):
+    def _fused_session(self, masked: bool, backward: Backward, single_row: bool = True):
         cpu = provider_names(self.providers)[0] == "CPUExecutionProvider"
         proto = self.graph.proto
-        return self._cached(("fused", masked, backward.name),
-                            lambda: build_fused(proto, True, masked, backward, cpu))  # fmt: skip
+        build = lambda: build_fused(proto, single_row, masked, backward, cpu)  # noqa: E731
+        return self._cached(("fused", masked, backward.name, single_row), build)
 
     def _frozen_session(self):
         return self._cached(("frozen",), lambda: build_frozen(self.graph.proto))
@@ -267,21 +267,44 @@ class LinearEngine:
 
     def vjp(self, fwd: Forward, seeds: np.ndarray, masks: dict | None = None,
             backward: Backward = GRADIENT):  # fmt: skip
-        """Cotangent rows through the frozen, masked map.
+        """Cotangent rows through the frozen, masked map at ``fwd``'s pattern.
 
         ``seeds`` (N, R, K) -> ``grad`` (N, R, *input_shape) = seedsᵀ·W, ``bias`` (N, R) =
         seedsᵀ·b. Rows are chunked to keep memory within :attr:`memory_budget`.
         """
-        n, r, k = seeds.shape
+        n = len(fwd.x)
         masks = self.masks(masks, n)
-        chunk = self.rows_per_call(n)
-        _, session = self._adjoint_session(r == 1 or chunk == 1, bool(masks), backward=backward)
+        single = seeds.shape[1] == 1 or self.rows_per_call(n) == 1
+        _, session = self._adjoint_session(single, bool(masks), backward=backward)
         feeds = self._feeds(session, fwd, masks)
+        return self._by_rows(seeds, lambda part: session.run(["grad", "bias"],
+                                                             {**feeds, "seed": part}))  # fmt: skip
+
+    def vjp_at(self, x, seeds: np.ndarray, masks: dict | None = None,
+               backward: Backward = GRADIENT):  # fmt: skip
+        """:meth:`vjp` at ``x`` with the forward pass in the same onnxruntime call (the fused
+        graph) when all rows fit :attr:`memory_budget` at once: the pattern stays in the
+        runtime, and only ``grad`` and ``bias`` come back. When the rows need several calls,
+        one forward pass and the chunked :meth:`vjp` (each call would redo the forward)."""
+        x = as_batch(x, self.graph.input_shape)
+        if seeds.shape[1] > self.rows_per_call(len(x)):
+            return self.vjp(self.forward(x), seeds, masks, backward)
+        masks = self.masks(masks, len(x))
+        _, session = self._fused_session(bool(masks), backward, seeds.shape[1] == 1)
+        feeds = self._feeds(session, None, masks)
+        feeds[self.graph.input_name] = x
+        return self._by_rows(seeds, lambda part: self._run_bound(
+            session, {**feeds, "seed": part}, ["grad", "bias"]))  # fmt: skip
+
+    def _by_rows(self, seeds: np.ndarray, run) -> tuple[np.ndarray, np.ndarray]:
+        """``run(seed rows (N·R', K))`` -> (grad, bias) over chunks of R' rows per sample that
+        fit :attr:`memory_budget`; returns grad (N, R, *input_shape) and bias (N, R)."""
+        n, r, k = seeds.shape
+        chunk = self.rows_per_call(n)
         grads, biases = [], []
         for start in range(0, r, chunk):
             part = np.ascontiguousarray(seeds[:, start : start + chunk], np.float32)
-            feeds["seed"] = part.reshape(-1, k)
-            grad, bias = session.run(["grad", "bias"], feeds)
+            grad, bias = run(part.reshape(-1, k))
             rows = part.shape[1]
             grads.append(grad.reshape(n, rows, *self.graph.input_shape))
             biases.append(bias.reshape(n, rows))
