@@ -122,12 +122,19 @@ class Device:
 
 
 def providers_report(model) -> str:
-    """The providers each session of ``model`` really got, one line per kind of session."""
+    """The providers each session of ``model`` really got, one line per kind of session, and
+    the nodes onnxruntime ran on another provider than the first asked for (a profiled run)."""
     counts: dict[tuple, int] = {}
     for kind, names in model.engine.session_providers():
         counts[kind, tuple(names)] = counts.get((kind, tuple(names)), 0) + 1
     lines = [f"  {kind} ×{n}: {', '.join(names)}" for (kind, names), n in counts.items()]
-    return "sessions and their providers (get_providers()):\n" + "\n".join(lines)
+    moved = model.engine.fallback_nodes(np.zeros((1, *model.input_shape), np.float32))
+    shown = ", ".join(f"{op} ×{n} on {where}" for (op, where), n in sorted(moved.items()))
+    return (
+        "sessions and their providers (get_providers()):\n"
+        + "\n".join(lines)
+        + f"\nnodes of the forward+adjoint graph off the first provider: {shown or 'none'}"
+    )
 
 
 def machine() -> str:

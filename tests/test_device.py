@@ -164,3 +164,24 @@ def test_many_rows_in_one_call_equal_the_two_step_walk(arch, exported):
             np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
             np.testing.assert_allclose(bias, want_bias, rtol=1e-6, atol=1e-6)
         model.engine.memory_budget = 1 << 30
+
+
+def test_the_profile_says_where_every_node_ran(exported):
+    """node_providers reads onnxruntime's profile of one run; on the CPU every node of the
+    fused graph runs on the CPU provider, so nothing fell back."""
+    import zoo
+
+    from pathonnx.engine.session import node_providers
+    from pathonnx.ops import GRADIENT
+
+    path, _ = exported("resnet")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("resnet", batch=1, seed=1)
+    proto, _ = model.engine._fused_session(False, GRADIENT)
+    seed = np.zeros((1, model.num_outputs), np.float32)
+    found = node_providers(proto, model.providers, {model.input_name: x, "seed": seed})
+    assert {where for _, where in found} == {"CPUExecutionProvider"}
+    ops = {op for op, _ in found}
+    assert {"Conv", "ConvTranspose"} <= ops  # the forward's convolutions and their transposes
+    assert sum(found.values()) >= len(proto.graph.node) // 2  # after onnxruntime's fusions
+    assert model.engine.fallback_nodes(x) == {}

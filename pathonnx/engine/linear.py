@@ -8,6 +8,7 @@ that pruning and NeuronIntGrad need. Sessions are built on first use and reused.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..graph import Canonical
 from ..ops import GRADIENT, Backward
 from .adjoint import build_adjoint, build_frozen, build_fused
 from .forward import Forward, as_batch, check_target, one_hot, pattern, pattern_outputs
-from .session import device_memory, host_memory, make_session, provider_names
+from .session import device_memory, host_memory, make_session, node_providers, provider_names
 from .sparse import SparseWalker
 
 
@@ -78,6 +79,17 @@ class LinearEngine:
             proto = build()
             self._sessions[key] = (proto, make_session(proto, self.providers))
         return self._sessions[key]
+
+    def fallback_nodes(self, x) -> Counter:
+        """Nodes of the fused forward + adjoint graph that onnxruntime ran on another provider
+        than the first one asked for (CUDA), by (op type, provider), from one profiled run at
+        ``x``; empty when every node ran where asked (always on the CPU)."""
+        x = as_batch(x, self.graph.input_shape)
+        proto, _ = self._fused_session(False, GRADIENT)
+        seed = one_hot(np.zeros(len(x), np.int64), self.graph.num_outputs)
+        found = node_providers(proto, self.providers, {self.graph.input_name: x, "seed": seed})
+        first = provider_names(self.providers)[0]
+        return Counter({key: n for key, n in found.items() if key[1] != first})
 
     def session_providers(self) -> list[tuple[str, list[str]]]:
         """(kind of session, the providers onnxruntime gave it) for every session built so far,

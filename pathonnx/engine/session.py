@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import json
+import os
+import tempfile
+from collections import Counter
 
 import onnxruntime as ort
 
@@ -98,9 +102,12 @@ def _share_cpu_arena() -> None:
     _SHARED_ARENA = True
 
 
-def make_session(proto, providers: list[str]) -> ort.InferenceSession:
-    """A session for ``proto`` (a graph from :mod:`pathonnx.graph`) on ``providers``."""
+def make_session(proto, providers: list, profile: str | None = None) -> ort.InferenceSession:
+    """A session for ``proto`` (a graph from :mod:`pathonnx.graph`) on ``providers``;
+    ``profile``: a file prefix to profile its runs under."""
     options = ort.SessionOptions()
+    if profile is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile
     _share_cpu_arena()
     options.add_session_config_entry("session.use_env_allocators", "1")
     options.log_severity_level = 3  # warnings about unused initializers are noise to users
@@ -119,3 +126,19 @@ def make_session(proto, providers: list[str]) -> ort.InferenceSession:
             f"onnxruntime cannot run the model ({first}); check that the original file runs in "
             "onnxruntime, and report it if it does"
         ) from None
+
+
+def node_providers(proto, providers: list, feeds: dict) -> Counter:
+    """(op type, provider) -> how many nodes onnxruntime ran on that provider in one run of
+    ``proto`` with ``feeds``, read from its profile (after its graph optimizations: fused
+    nodes appear as such). Shows the nodes a provider lacks a kernel for, which run elsewhere."""
+    with tempfile.TemporaryDirectory() as folder:
+        session = make_session(proto, providers, profile=os.path.join(folder, "profile"))
+        session.run(None, feeds)
+        with open(session.end_profiling()) as handle:
+            events = json.load(handle)
+    return Counter(
+        (event["args"]["op_name"], event["args"]["provider"])
+        for event in events
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
+    )
