@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import archs  # noqa: E402
-from common import Device, machine, measure, providers_report  # noqa: E402
+from common import Device, machine, measure, pathwise_vgg, providers_report  # noqa: E402
 
 import pathonnx  # noqa: E402
 
@@ -61,24 +58,17 @@ def main(argv=None) -> None:
     print(f"bench_intgrad: {machine()}")
     print(f"VGG-16 + 25088-256-64-10 head, {args.size}x{args.size}, batch 1, {args.steps} steps")
     print(device.describe())
-    module, relus = archs.frozen_pathwise_vgg(args.size)
-    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "vgg16_pathwise.onnx"
-        archs.export_legacy(module, (3, args.size, args.size), path)
-        module.to(device.torch)
-        model = device.load(path)
-        target = int(model.forward(x).prediction[0])
-        ours = measure(
-            lambda: pathonnx.critical_pathway(model, x, target, "intgrad", 0.9, args.steps),
-            args.budget, min_repeats=3,
-        )  # fmt: skip
-        xt = torch.from_numpy(x).to(device.torch)
-        ref = measure(
-            device.synced(lambda: torch_intgrad(module, relus, xt, target, args.steps, 0.9)),
-            args.budget, min_repeats=3,
-        )  # fmt: skip
-        report = providers_report(model)
+    module, relus, x, model, target = pathwise_vgg(args.size, device)
+    ours = measure(
+        lambda: pathonnx.critical_pathway(model, x, target, "intgrad", 0.9, args.steps),
+        args.budget, min_repeats=3,
+    )  # fmt: skip
+    xt = torch.from_numpy(x).to(device.torch)
+    ref = measure(
+        device.synced(lambda: torch_intgrad(module, relus, xt, target, args.steps, 0.9)),
+        args.budget, min_repeats=3,
+    )  # fmt: skip
+    report = providers_report(model)
     print(f"{'torch (same algorithm)':24} {ref[0]:8.2f} s")
     print(f"{'pathonnx':24} {ours[0]:8.2f} s")
     print(f"{'ratio pathonnx / torch':24} {ours[0] / ref[0]:8.2f}")

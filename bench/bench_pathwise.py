@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import archs  # noqa: E402
-from common import Device, machine, measure, providers_report  # noqa: E402
+from common import Device, machine, measure, pathwise_vgg, providers_report  # noqa: E402
 
 import pathonnx  # noqa: E402
 
@@ -90,47 +88,38 @@ def main(argv=None) -> None:
     print(f"bench_pathwise: {machine()}")
     print(f"VGG-16 + 25088-256-64-10 head (pathwise paper), {args.size}x{args.size}, batch 1, K=10")
     print(device.describe())
-    module, relus = archs.frozen_pathwise_vgg(args.size)
-    x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+    module, relus, x, model, target = pathwise_vgg(args.size, device)
     xt = torch.from_numpy(x).to(device.torch)
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "vgg16_pathwise.onnx"
-        archs.export_legacy(module, (3, args.size, args.size), path)
-        module.to(device.torch)
-        model = device.load(path)
-        target = int(model.forward(x).prediction[0])
-        for label, params in SETTINGS.items():
-            ours = pathonnx.pathwise(model, x, target, **params)
-            ref = torch_pathwise(
-                module, relus, xt, target, params.get("depth"), params.get("width")
-            )
-            agree = np.mean([
-                (ours.masks[g.name][0] == (m[0].cpu().numpy() > 0)).mean()
-                for g, m in zip(model.gates, ref) if m is not None
-            ])  # fmt: skip
-            t_ours = measure(lambda p=params: pathonnx.pathwise(model, x, target, **p),
-                             args.budget, min_repeats=3)  # fmt: skip
-            t_ref = measure(
-                device.synced(lambda p=params: torch_pathwise(module, relus, xt, target,
-                                                              p.get("depth"), p.get("width"))),
-                args.budget, min_repeats=3,
-            )  # fmt: skip
-            rows.append((label, t_ref[0], t_ours[0], agree))
-            print(f"  {label}: torch {t_ref[0]:.2f} s, pathonnx {t_ours[0]:.2f} s", flush=True)
-        ig_ours = measure(
-            lambda: pathonnx.attribute(model, x, target, "integrated_gradients", batch=16),
+    for label, params in SETTINGS.items():
+        ours = pathonnx.pathwise(model, x, target, **params)
+        ref = torch_pathwise(module, relus, xt, target, params.get("depth"), params.get("width"))
+        agree = np.mean([
+            (ours.masks[g.name][0] == (m[0].cpu().numpy() > 0)).mean()
+            for g, m in zip(model.gates, ref) if m is not None
+        ])  # fmt: skip
+        t_ours = measure(lambda p=params: pathonnx.pathwise(model, x, target, **p),
+                         args.budget, min_repeats=3)  # fmt: skip
+        t_ref = measure(
+            device.synced(lambda p=params: torch_pathwise(module, relus, xt, target,
+                                                          p.get("depth"), p.get("width"))),
             args.budget, min_repeats=3,
         )  # fmt: skip
-        from captum.attr import IntegratedGradients
+        rows.append((label, t_ref[0], t_ours[0], agree))
+        print(f"  {label}: torch {t_ref[0]:.2f} s, pathonnx {t_ours[0]:.2f} s", flush=True)
+    ig_ours = measure(
+        lambda: pathonnx.attribute(model, x, target, "integrated_gradients", batch=16),
+        args.budget, min_repeats=3,
+    )  # fmt: skip
+    from captum.attr import IntegratedGradients
 
-        ig = IntegratedGradients(module)
-        ig_ref = measure(
-            device.synced(lambda: ig.attribute(xt, target=target, n_steps=50,
-                                               internal_batch_size=16)),
-            args.budget, min_repeats=3,
-        )  # fmt: skip
-        report = providers_report(model)
+    ig = IntegratedGradients(module)
+    ig_ref = measure(
+        device.synced(lambda: ig.attribute(xt, target=target, n_steps=50,
+                                           internal_batch_size=16)),
+        args.budget, min_repeats=3,
+    )  # fmt: skip
+    report = providers_report(model)
     head = f"{'setting':28} {'torch per-gate':>15} {'pathonnx':>10} {'speed-up':>9} {'agree':>12}"
     print()
     print(head)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -119,6 +121,22 @@ class Device:
 
     def describe(self) -> str:
         return f"device {self.name}, TF32 {'on' if self.tf32 else 'off'} on both sides"
+
+
+def pathwise_vgg(size: int, device: Device):
+    """The pathwise paper's VGG-16 at ``size``×``size`` on ``device``: (torch module, its ReLUs,
+    one input x (1, 3, size, size), the pathonnx model, the predicted target), exported and
+    loaded through a temporary file."""
+    import archs
+
+    module, relus = archs.frozen_pathwise_vgg(size)
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "vgg16_pathwise.onnx"
+        archs.export_legacy(module, (3, size, size), path)
+        model = device.load(path)
+    module.to(device.torch)
+    return module, relus, x, model, int(model.forward(x).prediction[0])
 
 
 def providers_report(model) -> str:
