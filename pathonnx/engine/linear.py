@@ -66,9 +66,12 @@ class LinearEngine:
     def __init__(self, graph: Canonical, providers: list):
         self.graph = graph
         self.providers = providers
+        first = provider_names(providers)[0]
+        self.device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
+        """Where the sessions run and bound outputs stay: "cuda" or "cpu"."""
         self._sessions: dict[tuple, tuple] = {}
         self._sparse: SparseWalker | None = None
-        free = device_memory() if "CUDAExecutionProvider" in provider_names(providers) else None
+        free = device_memory() if self.device == "cuda" else None
         if free:  # all K rows of a sweep in as few calls as the GPU holds
             self.memory_budget = free // 2
             self.store_budget = min(free // 4, (host_memory() or self.store_budget * 4) // 4)
@@ -177,7 +180,7 @@ class LinearEngine:
 
     def _adjoint_session(self, single_row=False, masked=True, start=None, stop: int = 0,
                          backward: Backward = GRADIENT, scaled: bool = False):  # fmt: skip
-        cpu = provider_names(self.providers)[0] == "CPUExecutionProvider"
+        cpu = self.device == "cpu"  # MaxUnpool: the CPU provider has it, CUDA's does not
         proto = self.graph.proto
         return self._cached(
             ("adjoint", single_row, masked, start, stop, backward.name, scaled),
@@ -185,8 +188,7 @@ class LinearEngine:
         )
 
     def _fused_session(self, masked: bool, backward: Backward, single_row: bool = True):
-        cpu = provider_names(self.providers)[0] == "CPUExecutionProvider"
-        proto = self.graph.proto
+        proto, cpu = self.graph.proto, self.device == "cpu"
         build = lambda: build_fused(proto, single_row, masked, backward, cpu)  # noqa: E731
         return self._cached(("fused", masked, backward.name, single_row), build)
 
@@ -301,12 +303,9 @@ class LinearEngine:
         x = as_batch(x, self.graph.input_shape)
         if seeds.shape[1] > self.rows_per_call(len(x)):
             return self.vjp(self.forward(x), seeds, masks, backward)
-        masks = self.masks(masks, len(x))
-        _, session = self._fused_session(bool(masks), backward, seeds.shape[1] == 1)
-        feeds = self._feeds(session, None, masks)
-        feeds[self.graph.input_name] = x
-        return self._by_rows(seeds, lambda part: self._run_bound(
-            session, {**feeds, "seed": part}, ["grad", "bias"]))  # fmt: skip
+        masks, single = self.masks(masks, len(x)), seeds.shape[1] == 1
+        return self._by_rows(seeds, lambda part: self._fused_run(
+            x, part, masks, backward, single, ["grad", "bias"]))  # fmt: skip
 
     def _by_rows(self, seeds: np.ndarray, run) -> tuple[np.ndarray, np.ndarray]:
         """``run(seed rows (N·R', K))`` -> (grad, bias) over chunks of R' rows per sample that
@@ -331,10 +330,6 @@ class LinearEngine:
         feeds[self.graph.input_name] = x
         return session.run(["logits"], feeds)[0]
 
-    @property
-    def _output_device(self) -> str:
-        return "cuda" if provider_names(self.providers)[0] == "CUDAExecutionProvider" else "cpu"
-
     def _run_bound(self, session, feeds: dict, outputs: list[str]) -> list[np.ndarray]:
         """Run ``session`` with IOBinding: the inputs are copied in once, every intermediate
         stays where the provider made it, and only ``outputs`` come back as numpy arrays."""
@@ -342,7 +337,7 @@ class LinearEngine:
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name in outputs:
-            binding.bind_output(name, self._output_device)
+            binding.bind_output(name, self.device)
         session.run_with_iobinding(binding)
         return [value.numpy() for value in binding.get_outputs()]
 
@@ -354,13 +349,19 @@ class LinearEngine:
         x = as_batch(x, self.graph.input_shape)
         n, k = len(x), self.graph.num_outputs
         target = check_target(target, n, k)
-        masks = self.masks(masks, n)
-        _, session = self._fused_session(bool(masks), backward)
-        feeds = self._feeds(session, None, masks)
-        feeds[self.graph.input_name], feeds["seed"] = x, one_hot(target, k)
-        logits, grad, bias = self._run_bound(session, feeds,
-                                             [self.graph.logits_name, "grad", "bias"])  # fmt: skip
+        outputs = [self.graph.logits_name, "grad", "bias"]
+        logits, grad, bias = self._fused_run(x, one_hot(target, k), self.masks(masks, n),
+                                             backward, True, outputs)  # fmt: skip
         return Linear(W=grad, b=bias.astype(np.float64), target=target, logits=logits)
+
+    def _fused_run(self, x, seed, masks: dict, backward: Backward, single_row: bool,
+                   outputs: list[str]) -> list[np.ndarray]:  # fmt: skip
+        """One call of the fused graph at ``x`` with cotangent rows ``seed`` (rows, K) and
+        checked ``masks``; returns the named ``outputs``."""
+        _, session = self._fused_session(bool(masks), backward, single_row)
+        feeds = self._feeds(session, None, masks)
+        feeds[self.graph.input_name], feeds["seed"] = x, seed
+        return self._run_bound(session, feeds, outputs)
 
     def linearize(self, fwd: Forward, target, masks: dict | None = None) -> Linear:
         """The (pathway's) linear model at ``fwd``'s input for ``target`` (see :class:`Linear`)."""

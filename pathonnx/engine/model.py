@@ -12,7 +12,7 @@ from ..graph import Canonical, Gate, MaxPoolSite, PassReport, canonicalize, load
 from ..io import atomic_write_bytes
 from .forward import Forward, check_target
 from .linear import Linear, LinearEngine
-from .session import provider_names, providers_for
+from .session import providers_for
 
 
 class Model:
@@ -40,7 +40,7 @@ class Model:
     @property
     def device(self) -> str:
         """ "cuda" or "cpu": where onnxruntime runs the model."""
-        return "cuda" if "CUDAExecutionProvider" in provider_names(self.providers) else "cpu"
+        return self.engine.device
 
     # -- the graphs -------------------------------------------------------------------------------
 

@@ -34,11 +34,9 @@ import numpy as np
 
 from ..engine import Model, load, softmax
 from ..errors import InputError
-from ..graph import parametric_layers, randomized
+from ..graph import parametric_layers, randomized  # noqa: F401  (the cascade's pieces)
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-__all__ = ["parametric_layers", "randomized", "softmax"]  # re-exported: the cascade's pieces
 
 
 def _spatial(x: np.ndarray) -> tuple[int, int, int, str]:

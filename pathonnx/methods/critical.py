@@ -31,8 +31,8 @@ def critical_pathway(
     ``steps``. The pathway's attribution is its gradient ``W^p`` (``pathway.linear.W``).
     """
     entry = family("critical", method)
-    params = {"sparsity": sparsity} if method == "mct" else {"sparsity": sparsity, "steps": steps}
-    return entry.fn(model, x, target, **params)
+    given = {"sparsity": sparsity, "steps": steps}
+    return entry.fn(model, x, target, **{k: v for k, v in given.items() if k in entry.defaults})
 
 
 def _keep_top(model, fwd, target, scores: dict, method: str, sparsity: float) -> Pathway:
