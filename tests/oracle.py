@@ -290,3 +290,47 @@ def dgr_reference(oracle, x, init, steps: int, lr: float, gamma: float, uniform=
             for p in lam:
                 p.clamp_(min=0.0)
     return [p.detach().reshape(n, -1).numpy() for p in lam]
+
+
+class Importance:
+    """Algorithm 1's score at one gate in numpy, the statement that the device graphs of
+    pathonnx/graph/choice.py are tested against: ``softmax_c(h·∂logit_c/∂h)[target]``
+    (N, units), built from chunks of rows (classes) so that all K rows never need to be in
+    memory at once.
+
+    Per unit it keeps the running maximum over the rows seen, the running sum of exponentials
+    relative to it, and the target row's score. In float32, like the engine; with a single chunk
+    it is exactly the plain softmax. :func:`select_units` compares with alpha in float32 too, so
+    a unit with no contribution (score exactly 1/K) never passes alpha = 1/K.
+    """
+
+    def __init__(self, h: np.ndarray, row: np.ndarray, valid=None):
+        self.h, self.row, self.valid = h, row, valid
+        n, units = h.shape
+        self.top = np.full((n, units), -np.inf, np.float32)
+        self.total = np.zeros((n, units), np.float32)
+        self.mine = np.full((n, units), -np.inf, np.float32)
+
+    def add(self, ct: np.ndarray, lo: int) -> None:
+        """Rows ``lo .. lo + R`` of the cotangent at the gate, ``ct`` (N, R, units)."""
+        n, r, units = ct.shape
+        step = max(1, (1 << 25) // (n * r))  # about 128 MiB of work at a time
+        rows = np.arange(n)
+        here = (self.row >= lo) & (self.row < lo + r)
+        for a in range(0, units, step):
+            b = min(units, a + step)
+            part = self.h[:, None, a:b] * ct[:, :, a:b]
+            if self.valid is not None:
+                part[~self.valid[:, lo : lo + r]] = -np.inf
+            top = np.maximum(self.top[:, a:b], part.max(axis=1))
+            finite = np.isfinite(top)
+            shift = np.where(finite, top, 0)[:, None]
+            self.mine[here, a:b] = part[rows[here], self.row[here] - lo]
+            part -= shift
+            np.exp(part, out=part)
+            rescale = np.exp(np.where(finite, self.top[:, a:b] - shift[:, 0], 0))
+            self.total[:, a:b] = self.total[:, a:b] * rescale + part.sum(axis=1)
+            self.top[:, a:b] = top
+
+    def result(self) -> np.ndarray:
+        return np.exp(self.mine - self.top) / self.total

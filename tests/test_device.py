@@ -74,12 +74,9 @@ def test_budgets_follow_the_gpus_free_memory(monkeypatch):
     graph = pathonnx.load(VGG, device="cpu").graph
     cuda = [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
     monkeypatch.setattr(linear, "device_memory", lambda: 40 << 30)
-    monkeypatch.setattr(linear, "host_memory", lambda: 100 << 30)
     engine = linear.LinearEngine(graph, cuda)  # builds no session: no GPU needed
     assert (engine.memory_budget, engine.store_budget) == (20 << 30, 10 << 30)
     assert engine.rows_per_call(16) > 1000  # all K rows of a sweep in one call
-    monkeypatch.setattr(linear, "host_memory", lambda: 8 << 30)
-    assert linear.LinearEngine(graph, cuda).store_budget == 2 << 30  # the rows live on the host
     cpu = linear.LinearEngine(graph, ["CPUExecutionProvider"])
     assert (cpu.memory_budget, cpu.store_budget) == (1 << 30, 2 << 30)
     monkeypatch.setattr(linear, "device_memory", lambda: None)  # no driver to ask
@@ -185,3 +182,83 @@ def test_the_profile_says_where_every_node_ran(exported):
     assert {"Conv", "ConvTranspose"} <= ops  # the forward's convolutions and their transposes
     assert sum(found.values()) >= len(proto.graph.node) // 2  # after onnxruntime's fusions
     assert model.engine.fallback_nodes(x) == {}
+
+
+def test_the_sweep_keeps_gate_sized_arrays_on_the_device(monkeypatch):
+    # The CUDA path on the CPU provider: no sparse walk in numpy, every run through IOBinding,
+    # and every copy to numpy counted. Only the results come back: a mask per gate and W^p.
+    from pathonnx.engine.linear import LinearEngine
+
+    model = pathonnx.load(VGG, device="cpu")
+    x = np.random.default_rng(1).standard_normal((2, *model.input_shape)).astype(np.float32)
+    reference = pathonnx.pathwise(model, x, width=40)  # the CPU's own path (sparse walk)
+    monkeypatch.setattr(LinearEngine, "walks_sparse", property(lambda self: False))
+
+    def no_plain_run(*args, **kwargs):
+        raise AssertionError("a session ran without IOBinding: its outputs went to numpy")
+
+    monkeypatch.setattr(ort.InferenceSession, "run", no_plain_run)
+    copies = []
+    model.engine.dev.on_host = lambda array: copies.append(array.shape)
+    for width in (40, None):
+        copies.clear()
+        pathonnx.pathwise(model, x, width=width)
+        small = 2 * model.num_outputs  # logits, biases, counts: N·K values at most
+        big = sorted(shape for shape in copies if np.prod(shape) > small)
+        results = [(2, *g.shape) for g in model.gates if g.units > model.num_outputs]
+        assert big == sorted([*results, (2, *model.input_shape)]), copies
+    device = pathonnx.pathwise(model, x, width=40)
+    for name, mask in reference.masks.items():
+        np.testing.assert_array_equal(device.masks[name], mask)
+    np.testing.assert_allclose(device.linear.W, reference.linear.W, rtol=1e-4, atol=1e-6)
+    assert device.stats["units_kept"].keys() == reference.stats["units_kept"].keys()
+    for key in ("units_kept", "dead_share"):
+        for name, value in reference.stats[key].items():
+            np.testing.assert_array_equal(device.stats[key][name], value)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_device_choice_is_the_numpy_rule(seed):
+    # Algorithm 1's choice as ONNX graphs (graph/choice.py) against the numpy statement
+    # (tests/oracle.Importance, methods/selection.select_units), over chunks of rows, with and
+    # without rows that do not count; and the scores of a few units alone equal theirs in the
+    # whole gate (the sparse walk's choice relies on it).
+    from oracle import Importance
+
+    from pathonnx.engine import DeviceChoice
+    from pathonnx.methods.selection import select_units
+
+    rng = np.random.default_rng(seed)
+    engine = pathonnx.load(VGG, device="cpu").engine
+    n, r, shape = 2, int(rng.integers(2, 7)), [(64,), (4, 8, 8), (16, 16, 16)][seed % 3]
+    units = int(np.prod(shape))
+    h = np.maximum(rng.standard_normal((n, *shape)), 0).astype(np.float32)
+    ct = rng.standard_normal((n, r, units)).astype(np.float32)
+    ct[:, :, : units // 3] = 0  # units with no contribution score exactly 1/R
+    row = rng.integers(0, r, n)
+    valid = None if seed % 2 else rng.random((n, r)) < 0.7
+    if valid is not None:
+        valid[np.arange(n), row] = True
+    step = int(rng.integers(1, r + 1))
+    choice, score = DeviceChoice(engine, h, row, valid), Importance(h.reshape(n, -1), row, valid)
+    for lo in range(0, r, step):
+        part = np.ascontiguousarray(ct[:, lo : lo + step])
+        choice.add(engine.dev.put(part.reshape(-1, *shape)), lo)
+        score.add(part, lo)
+    np.testing.assert_allclose(choice.scores(), score.result(), rtol=1e-6)
+    width = int(rng.choice([1, 3, units // 2, units]))
+    rows = r if valid is None else valid.sum(1)
+    alpha = np.float32(1) / np.asarray(rows, np.float32) * np.ones(n, np.float32)
+    mask, kept, dead = choice.choose(width, alpha)
+    want = select_units(choice.scores(), width, alpha)
+    got = engine.dev.host(mask).reshape(n, -1)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(kept, want.sum(1))
+    np.testing.assert_array_equal(dead, (want & (h.reshape(n, -1) <= 0)).sum(1))
+    assert (want == select_units(score.result(), width, alpha)).mean() > 0.99  # ulps apart
+    some = np.sort(rng.choice(units, 5, replace=False))
+    alone = DeviceChoice(engine, np.ascontiguousarray(h[:1].reshape(1, -1)[:, some]), row[:1],
+                         None if valid is None else valid[:1])  # fmt: skip
+    alone.add(np.ascontiguousarray(ct[0][:, some]), 0)
+    if step >= r:  # one chunk, as the sparse walk's
+        np.testing.assert_array_equal(alone.scores()[0], choice.scores()[0, some])

@@ -12,16 +12,20 @@ from .adjoint import build_adjoint, build_frozen
 from .forward import Forward, as_batch, check_target, one_hot, softmax
 from .linear import Linear, LinearEngine
 from .model import Model, load
+from .resident import Device, OnDevice, device_value
 from .session import DEVICES, make_session, providers_for
 from .sparse import SparseWalker, TooDense
-from .sweep import RowStore, gate_cotangents
+from .sweep import DeviceChoice, RowStore, gate_cotangents
 
 __all__ = [
     "DEVICES",
+    "Device",
+    "DeviceChoice",
     "Forward",
     "Linear",
     "LinearEngine",
     "Model",
+    "OnDevice",
     "RowStore",
     "SparseWalker",
     "TooDense",
@@ -29,6 +33,7 @@ __all__ = [
     "build_adjoint",
     "build_frozen",
     "check_target",
+    "device_value",
     "gate_cotangents",
     "load",
     "make_session",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
+from .resident import OnDevice
 
 
 def as_batch(x, input_shape: tuple[int, ...], what: str = "input") -> np.ndarray:
@@ -38,13 +40,17 @@ class Forward:
     """One forward pass at ``x`` (N, *input_shape): ``logits`` (N, K); each gate's output
     ``activations[name]`` (N, *gate.shape); the input of each LeakyRelu/PRelu gate
     ``preactivations[name]``; each max-pool's argmax ``argmax[name]`` (onnxruntime's flat
-    indices into the pool's input, batch and channel offsets included)."""
+    indices into the pool's input, batch and channel offsets included).
+
+    The three maps read as numpy arrays. After :meth:`LinearEngine.forward` they are
+    :class:`~pathonnx.engine.resident.OnDevice` maps: the values stay on the device, and an
+    array comes to numpy only when code reads it."""
 
     x: np.ndarray
     logits: np.ndarray
-    activations: dict[str, np.ndarray]
-    preactivations: dict[str, np.ndarray]
-    argmax: dict[str, np.ndarray]
+    activations: Mapping[str, np.ndarray]
+    preactivations: Mapping[str, np.ndarray]
+    argmax: Mapping[str, np.ndarray]
 
     @property
     def prediction(self) -> np.ndarray:
@@ -69,9 +75,24 @@ def pattern_outputs(graph) -> list[str]:
     return names + [name for name in wanted if name not in names]
 
 
-def pattern(graph, x: np.ndarray, values: dict, read=None) -> Forward:
+def pattern(graph, x: np.ndarray, values: Mapping, read=None, logits=None) -> Forward:
     """The :class:`Forward` of a run of ``graph`` at ``x`` whose outputs are ``values`` (by tensor
-    name). ``read(tensor name)`` gives a LeakyRelu/PRelu gate's input (default: ``values``)."""
+    name). ``read(tensor name)`` gives a LeakyRelu/PRelu gate's input (default: ``values``).
+    ``values`` may be :class:`OnDevice`; then the pattern stays there (``logits`` given, read)."""
+    if isinstance(values, OnDevice):
+        dev = values.device
+        on = {**values.values, graph.input_name: dev.put(x)}
+
+        def view(pairs):
+            return OnDevice(dev, {key: on[name] for key, name in pairs})
+
+        return Forward(
+            x=x,
+            logits=logits,
+            activations=view((g.name, g.name) for g in graph.gates),
+            preactivations=view((g.name, g.input) for g in graph.gates if g.reads_input),
+            argmax=view((m.name, m.argmax) for m in graph.maxpools),
+        )
     values = {**values, graph.input_name: x}
     read = read or values.__getitem__
     return Forward(

@@ -18,7 +18,8 @@ from ..graph import Canonical
 from ..ops import GRADIENT, Backward
 from .adjoint import build_adjoint, build_frozen, build_fused
 from .forward import Forward, as_batch, check_target, one_hot, pattern, pattern_outputs
-from .session import device_memory, host_memory, make_session, node_providers, provider_names
+from .resident import Device, OnDevice, OrtValue, device_value
+from .session import device_memory, make_session, node_providers, provider_names
 from .sparse import SparseWalker
 
 
@@ -59,8 +60,7 @@ class LinearEngine:
     memory_budget = 1 << 30
     #: Bytes of cotangent rows a sweep may keep between its stages (see
     #: :class:`pathonnx.engine.sweep.RowStore`); beyond it, rows are recomputed instead of kept.
-    #: On CUDA, a quarter of the GPU's free memory, and at most a quarter of the host's
-    #: available memory, where the store's rows live between onnxruntime calls.
+    #: On CUDA, a quarter of the GPU's free memory: the store's rows stay on the device.
     store_budget = 2 << 30
 
     def __init__(self, graph: Canonical, providers: list):
@@ -69,12 +69,13 @@ class LinearEngine:
         first = provider_names(providers)[0]
         self.device = "cuda" if first == "CUDAExecutionProvider" else "cpu"
         """Where the sessions run and bound outputs stay: "cuda" or "cpu"."""
+        self.dev = Device(self.device)
         self._sessions: dict[tuple, tuple] = {}
         self._sparse: SparseWalker | None = None
         free = device_memory() if self.device == "cuda" else None
         if free:  # all K rows of a sweep in as few calls as the GPU holds
             self.memory_budget = free // 2
-            self.store_budget = min(free // 4, (host_memory() or self.store_budget * 4) // 4)
+            self.store_budget = free // 4
 
     def _cached(self, key: tuple, build):
         """(graph, onnxruntime session) for ``key``, built by ``build()`` on first use."""
@@ -82,6 +83,15 @@ class LinearEngine:
             proto = build()
             self._sessions[key] = (proto, make_session(proto, self.providers))
         return self._sessions[key]
+
+    cached_session = _cached  # for the sweeps' small graphs (engine.sweep)
+
+    @property
+    def walks_sparse(self) -> bool:
+        """Whether sweeps may walk few rows sparse in numpy below narrow gates: on the CPU,
+        where numpy reads the runtime's memory in place; on CUDA the dense walk stays on the
+        device instead."""
+        return self.device == "cpu"
 
     def fallback_nodes(self, x) -> Counter:
         """Nodes of the fused forward + adjoint graph that onnxruntime ran on another provider
@@ -108,11 +118,16 @@ class LinearEngine:
 
     def forward(self, x) -> Forward:
         """Run once: ``x`` float32 (N, *input_shape) -> logits (N, K), every gate's output, the
-        inputs of LeakyRelu/PRelu gates and every max-pool's argmax (the frozen pattern)."""
+        inputs of LeakyRelu/PRelu gates and every max-pool's argmax (the frozen pattern).
+
+        The pattern stays on the device (:class:`~pathonnx.engine.resident.OnDevice`): the
+        adjoint calls bind it where it is, and it comes to numpy only where code reads it."""
         x = as_batch(x, self.graph.input_shape)
         names = pattern_outputs(self.graph)
-        values = dict(zip(names, self.session.run(names, {self.graph.input_name: x})))
-        return pattern(self.graph, x, values)
+        found = self.dev.run(self.session, {self.graph.input_name: x}, names)
+        values = OnDevice(self.dev, dict(zip(names, found)))
+        logits = self.dev.host(values.value(self.graph.logits_name))
+        return pattern(self.graph, x, values, logits=logits)
 
     def logits(self, x, batch: int = 64) -> np.ndarray:
         """Logits only, (N, K), ``batch`` samples per onnxruntime call."""
@@ -216,29 +231,41 @@ class LinearEngine:
         masks: dict | None = None,
         single_row: bool = False,
         scales: dict | None = None,
+        keep: bool = False,
     ) -> tuple[dict, np.ndarray]:
         """Run the walk over nodes ``[stop, start)``: cotangents (rows, *shape) of the tensors live
         at ``start`` (the key ``"seed"`` for the logits) -> those live at ``stop`` (key ``"grad"``
         for the input), and the bias (rows,) met in between. ``scales`` (gate name -> float
-        (N, *gate.shape)) multiply the gates instead of boolean ``masks``."""
+        (N, *gate.shape)) multiply the gates instead of boolean ``masks``.
+
+        Cotangents and masks may be OrtValues on the device. With ``keep`` the cotangents at
+        ``stop`` stay there as OrtValues (the next stage binds them where they are); only the
+        bias comes back to numpy."""
         masks = self.masks(masks, len(fwd.x))
         scaled = scales is not None
         _, session = self._adjoint_session(single_row, True, start, stop, scaled=scaled)
         feeds = self._feeds(session, fwd, masks, scales)
         for key, value in cotangents.items():
             name = key if key == "seed" else key.replace("ct:", "upstream:", 1)
-            feeds[name] = np.ascontiguousarray(value, np.float32)
+            feeds[name] = value if isinstance(value, OrtValue) else np.asarray(value, np.float32)
         names = [o.name for o in session.get_outputs()]
-        values = dict(zip(names, session.run(names, feeds)))
-        return {k: v for k, v in values.items() if k != "bias"}, values["bias"]
+        values = dict(zip(names, self.dev.run(session, feeds, names)))
+        bias = self.dev.host(values.pop("bias"))
+        if not keep:
+            values = {k: self.dev.host(v) for k, v in values.items()}
+        return values, bias
 
     # -- inputs -----------------------------------------------------------------------------------
 
     def masks(self, masks: dict | None, n: int) -> dict[str, np.ndarray]:
-        """Validate masks (gate name -> bool, shape gate.shape or (N, *gate.shape)) as float32."""
+        """Validate masks (gate name -> bool, shape gate.shape or (N, *gate.shape)) as bool
+        arrays. OrtValues (masks a sweep made on the device) pass as they are."""
         gates = {g.name: g for g in self.graph.gates}
         out = {}
         for name, mask in (masks or {}).items():
+            if isinstance(mask, OrtValue) and name in gates:
+                out[name] = mask
+                continue
             if name not in gates:
                 known = ", ".join(list(gates)[:8])
                 raise InputError(f"mask for unknown gate {name!r}; gates are: {known}, ...")
@@ -259,11 +286,11 @@ class LinearEngine:
         for info in session.get_inputs():
             kind, _, name = info.name.partition(":")
             if kind == "h":
-                feeds[info.name] = fwd.activations[name]
+                feeds[info.name] = device_value(fwd.activations, name)
             elif kind == "z":
-                feeds[info.name] = fwd.preactivations[name]
+                feeds[info.name] = device_value(fwd.preactivations, name)
             elif kind == "argmax":
-                feeds[info.name] = fwd.argmax[name]
+                feeds[info.name] = device_value(fwd.argmax, name)
             elif kind == "mask":
                 rank = len(info.shape)
                 feeds[info.name] = masks.get(name, np.ones((1,) * rank, bool))
@@ -291,8 +318,8 @@ class LinearEngine:
         single = seeds.shape[1] == 1 or self.rows_per_call(n) == 1
         _, session = self._adjoint_session(single, bool(masks), backward=backward)
         feeds = self._feeds(session, fwd, masks)
-        return self._by_rows(seeds, lambda part: session.run(["grad", "bias"],
-                                                             {**feeds, "seed": part}))  # fmt: skip
+        return self._by_rows(seeds, lambda part: self._run_bound(session, {**feeds, "seed": part},
+                                                                 ["grad", "bias"]))  # fmt: skip
 
     def vjp_at(self, x, seeds: np.ndarray, masks: dict | None = None,
                backward: Backward = GRADIENT):  # fmt: skip
@@ -328,18 +355,13 @@ class LinearEngine:
         _, session = self._frozen_session()
         feeds = self._feeds(session, fwd, masks)
         feeds[self.graph.input_name] = x
-        return session.run(["logits"], feeds)[0]
+        return self._run_bound(session, feeds, ["logits"])[0]
 
     def _run_bound(self, session, feeds: dict, outputs: list[str]) -> list[np.ndarray]:
-        """Run ``session`` with IOBinding: the inputs are copied in once, every intermediate
-        stays where the provider made it, and only ``outputs`` come back as numpy arrays."""
-        binding = session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        for name in outputs:
-            binding.bind_output(name, self.device)
-        session.run_with_iobinding(binding)
-        return [value.numpy() for value in binding.get_outputs()]
+        """Run ``session`` with IOBinding: host inputs are copied in once, OrtValues bound where
+        they are, every intermediate stays where the provider made it, and only ``outputs``
+        come back as numpy arrays."""
+        return [self.dev.host(v) for v in self.dev.run(session, feeds, outputs)]
 
     def linearize_at(self, x, target, masks: dict | None = None,
                      backward: Backward = GRADIENT) -> Linear:  # fmt: skip

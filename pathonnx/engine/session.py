@@ -45,18 +45,6 @@ def provider_names(providers: list) -> list[str]:
     return [p[0] if isinstance(p, tuple) else p for p in providers]
 
 
-def host_memory() -> int | None:
-    """Memory available to new allocations on this machine (Linux's MemAvailable), in bytes."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 class _NvmlMemory(ctypes.Structure):
     _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
                 ("used", ctypes.c_ulonglong)]  # fmt: skip

@@ -3,14 +3,18 @@
 A selection that depends on the cotangent at a gate (pathwise explanation, critical pathways,
 pruning) walks the adjoint in stages, cut right after gates (:meth:`LinearEngine.stage`).
 :func:`gate_cotangents` runs one row per sample down the cuts; :class:`RowStore` keeps many
-rows (all K classes of the pathwise sweep) between stages under a memory budget.
+rows (all K classes of the pathwise sweep) between stages under a memory budget, on the
+device; :class:`DeviceChoice` makes Algorithm 1's choice at a gate there too
+(:mod:`pathonnx.graph.choice`), so that only the masks come back.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..graph.choice import STATE, choose_graph, gather_rows_graph, importance_graph, score_graph
 from .forward import one_hot
+from .resident import OrtValue, shape_of
 
 
 class RowStore:
@@ -28,9 +32,10 @@ class RowStore:
     def __init__(self, engine, fwd, cotangents: dict, start, bias: np.ndarray, rows: int):
         self.engine, self.fwd, self.n, self.r, self.start = engine, fwd, len(fwd.x), rows, start
         self.step = min(rows, engine.rows_per_call(self.n))
+        put = engine.dev.put
         self.chunks = [
             (
-                {k: self._rows_of(v, lo) for k, v in cotangents.items()},
+                {k: put(self._rows_of(v, lo)) for k, v in cotangents.items()},
                 self._rows_of(bias, lo),
             )
             for lo in range(0, rows, self.step)
@@ -46,10 +51,11 @@ class RowStore:
         new = []
         for j in range(len(self.chunks)):
             cotangents, bias = self.chunks[j]
-            values, part = self.engine.stage(self.fwd, cotangents, self.start, stop, masks)
+            values, part = self.engine.stage(self.fwd, cotangents, self.start, stop, masks,
+                                             keep=True)  # fmt: skip
             yield j * self.step, values
             if j == 0:
-                per_row = sum(v.nbytes for v in values.values()) / len(bias)
+                per_row = sum(v.tensor_size_in_bytes() for v in values.values()) / len(bias)
                 fits = per_row * n * self.r <= self.engine.store_budget
             if fits:
                 new.append((values, bias + part))
@@ -58,16 +64,31 @@ class RowStore:
             self.chunks, self.start = new, stop
 
     def rows(self, row: np.ndarray) -> tuple[dict, np.ndarray]:
-        """The stored cotangents and bias of one row per sample (its index in 0..R-1)."""
-        picks = []
-        for i, r in enumerate(row):
-            cotangents, bias = self.chunks[int(r) // self.step]
-            at = i * (len(bias) // self.n) + int(r) % self.step
-            picks.append(({k: v[at] for k, v in cotangents.items()}, bias[at]))
-        return (
-            {k: np.stack([p[0][k] for p in picks]) for k in picks[0][0]},
-            np.array([p[1] for p in picks]),
-        )
+        """The stored cotangents (on the device) and bias of one row per sample (its index in
+        0..R-1), gathered where the rows are."""
+        row = np.asarray(row, np.int64)
+        chunk, within = row // self.step, row % self.step
+        samples = np.arange(self.n)
+        picked: dict = {}
+        bias = np.empty(self.n)
+        for j, (cotangents, part) in enumerate(self.chunks):
+            take = chunk == j
+            if not take.any():
+                continue
+            per = len(part) // self.n
+            index = samples * per + np.where(take, within, 0)
+            bias[take] = part[index[take]]
+            for key, value in cotangents.items():
+                first = key not in picked
+                feeds = {"ct": value, "index": index}
+                if not first:
+                    feeds.update(take=take, prev=picked[key])
+                graph = ("gather_rows", len(shape_of(value)), first)
+                _, session = self.engine.cached_session(
+                    graph, lambda g=graph: gather_rows_graph(g[1], g[2])
+                )
+                picked[key] = self.engine.dev.run(session, feeds, ["out"])[0]
+        return picked, bias
 
 
 def gate_cotangents(
@@ -95,3 +116,54 @@ def gate_cotangents(
         )
         out[gate.name], start = cotangents[f"ct:{gate.name}"], cut
     return out
+
+
+class DeviceChoice:
+    """Algorithm 1's choice at one gate, made where the cotangent rows are: the running
+    softmax over chunks of rows (:func:`~pathonnx.graph.choice.importance_graph`), then the
+    mask (:func:`~pathonnx.graph.choice.choose_graph`) or the scores themselves (:meth:`scores`,
+    for the few units of a sparse walk).
+
+    ``h``: the gate's output (N, *gate.shape), an OrtValue or numpy; ``row`` (N,) is the
+    target's row of each sample, ``valid`` (N, R) the rows that count (None: all)."""
+
+    def __init__(self, engine, h, row: np.ndarray, valid):
+        self.engine, self.h, self.row, self.valid = engine, h, row, valid
+        self.state: list[OrtValue] | None = None
+
+    def _run(self, key: tuple, build, feeds: dict, outputs: list[str]) -> list[OrtValue]:
+        _, session = self.engine.cached_session(key, build)
+        return self.engine.dev.run(session, feeds, outputs)
+
+    def add(self, ct, lo: int) -> None:
+        """Rows ``lo .. lo + R'`` of every sample's cotangent at the gate, ``ct`` (N·R', *gate)."""
+        n = len(self.row)
+        rows = shape_of(ct)[0] // n
+        pick = (self.row[:, None] - lo) == np.arange(rows)[None]
+        first, valid = self.state is None, self.valid is not None
+        feeds = {"h": self.h, "ct": ct, "pick": pick}
+        if valid:
+            feeds["valid"] = np.ascontiguousarray(self.valid[:, lo : lo + rows])
+        if not first:
+            feeds.update(zip(("top0", "total0", "mine0"), self.state))
+        build = lambda: importance_graph(first, valid)  # noqa: E731
+        self.state = self._run(("importance", first, valid), build, feeds, list(STATE))
+
+    def scores(self) -> np.ndarray:
+        """The importance (N, units), as numpy."""
+        (found,) = self._run(("score",), score_graph, dict(zip(STATE, self.state)), ["importance"])
+        return self.engine.dev.host(found)
+
+    def choose(self, width: int, alpha: np.ndarray):
+        """The mask (N, *gate.shape) as an OrtValue on the device, and per sample the units
+        kept and, of those, the ones inactive at x (both (N,) numpy)."""
+        units = int(np.prod(shape_of(self.h)[1:]))
+        limited = width < units
+        feeds = dict(zip(STATE, self.state))
+        feeds.update(h=self.h, alpha=np.asarray(alpha, np.float32).reshape(-1, 1))
+        if limited:
+            feeds["width"] = np.array([width], np.int64)
+        mask, kept, dead = self._run(("choose", limited), lambda: choose_graph(limited), feeds,
+                                     ["mask", "kept", "dead"])  # fmt: skip
+        host = self.engine.dev.host
+        return mask, host(kept).astype(np.int64), host(dead).astype(np.int64)

@@ -32,10 +32,11 @@ class Emitter:
         count = self._names[hint]
         return hint if count == 1 else f"{hint}_{count}"
 
-    def input(self, name: str, dtype, shape: Sequence) -> gs.Variable:
-        """A graph input, created on first use."""
+    def input(self, name: str, dtype, shape: Sequence | None) -> gs.Variable:
+        """A graph input, created on first use (``shape`` None: any rank)."""
         if name not in self.inputs:
-            self.inputs[name] = gs.Variable(name, dtype=dtype, shape=list(shape))
+            shape = None if shape is None else list(shape)
+            self.inputs[name] = gs.Variable(name, dtype=dtype, shape=shape)
         return self.inputs[name]
 
     def const(self, value, hint: str = "c", dtype=None) -> gs.Constant:

@@ -18,11 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Linear, RowStore, TooDense, gate_cotangents
+from ..engine import (
+    DeviceChoice,
+    Linear,
+    OnDevice,
+    RowStore,
+    TooDense,
+    device_value,
+    gate_cotangents,
+)
 from ..errors import InputError
-from .pathway import Pathway, pathway_stats
+from .pathway import Pathway
 from .registry import INTEGER, NUMBER, WIDTH, Param, max_units, register
-from .selection import Importance, select_sparse, select_units
+from .selection import select_sparse
 
 DEPTH = Param("depth", None, INTEGER, "gates from the top to select in (default all)")
 WIDTH_ = Param("width", None, WIDTH, "max units per gate, a count or a share (5%)")
@@ -134,39 +142,41 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     seeds[np.arange(n)[:, None], np.arange(chosen.shape[1])[None], chosen] = 1.0
     if valid is not None:
         seeds[~valid] = 0.0
-    rows, masks = _Rows(model, fwd, seeds, row, valid), {}
+    rows = _Rows(model, fwd, seeds, row, valid)
     for index in range(len(gates) - 1, len(gates) - 1 - depth, -1):
         gate = gates[index]
         if forced is not None and index == len(gates) - 1:
-            rows.skip(index, masks)  # seeded, not selected: the walk only moves down
-            mask = forced.reshape(n, gate.units)
+            rows.skip(index)  # seeded, not selected: the walk only moves down
+            rows.fix(gate, forced.reshape(n, *gate.shape))
         else:
-            mask = rows.select(index, masks, max_units(width, gate.units), alpha_rows)
-        masks[gate.name] = mask.reshape(n, *gate.shape)
-    grad, bias = rows.target_to_input(len(gates) - depth, masks)
+            rows.select(index, max_units(width, gate.units), alpha_rows)
+    grad, bias = rows.target_to_input(len(gates) - depth)
     linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
     params = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}
-    return Pathway(masks, target, linear, "pathwise", params, pathway_stats(fwd, masks))
+    masks = {name: model.engine.dev.host(mask) for name, mask in rows.masks.items()}
+    return Pathway(masks, target, linear, "pathwise", params, rows.stats())
 
 
-def _narrow(walker, gates, cuts, index, masks, start, above=None) -> bool:
+def _narrow(walker, gates, cuts, index, kept, start, above=None) -> bool:
     """Whether the stage from the cut after gate ``above`` (default ``index + 1``) down to the
     cut after gate ``index`` (the model input for -1) can run sparse: the gate above keeps at
-    most 1/16 of its units in every sample, the walk is stored at its cut, and the stage is a
-    chain the :class:`~pathonnx.engine.sparse.SparseWalker` covers."""
+    most 1/16 of its units in every sample (``kept``: gate name -> units kept (N,)), the walk
+    is stored at its cut, and the stage is a chain the
+    :class:`~pathonnx.engine.sparse.SparseWalker` covers."""
     above = index + 1 if above is None else above
-    if above >= len(gates) or gates[above].name not in masks or start != cuts[above]:
+    if above >= len(gates) or gates[above].name not in kept or start != cuts[above]:
         return False
-    mask = masks[gates[above].name].reshape(len(masks[gates[above].name]), -1)
-    if mask.sum(axis=1).max() * 16 > mask.shape[1]:
+    if kept[gates[above].name].max() * 16 > gates[above].units:
         return False
     return walker.can_walk(cuts[above], cuts[index] if index >= 0 else 0)
 
 
 class _Rows:
-    """The sweep's cotangent rows at its current cut: dense in a :class:`RowStore`, or, below
-    a gate that keeps few units, sparse (:class:`_Sparse`), whichever the stage allows.
+    """The sweep's cotangent rows at its current cut, and the masks chosen so far.
 
+    The rows are dense in a :class:`RowStore` on the device, or, on the CPU below a gate that
+    keeps few units, sparse (:class:`_Sparse`), whichever the stage allows. The masks the
+    device chooses stay there (``masks``) until the sweep ends; ``host_masks`` reads them.
     ``row`` (N,) is the target's row of each sample, ``valid`` (N, R) the rows that count
     (None: all)."""
 
@@ -174,68 +184,92 @@ class _Rows:
         n, r, k = seeds.shape
         self.model, self.engine, self.fwd = model, model.engine, fwd
         self.gates, self.cuts = model.gates, self.engine.gate_cuts()
-        self.walker = self.engine.sparse_walker
+        self.walker = self.engine.sparse_walker if self.engine.walks_sparse else None
         self.row, self.valid = row, valid
         self.dense = RowStore(self.engine, fwd, {"seed": seeds.reshape(n * r, k)}, None,
                               np.zeros(n * r), r)  # fmt: skip
         self.sparse: _Sparse | None = None
+        self.masks: dict = {}
+        self.host_masks = OnDevice(self.engine.dev, self.masks)
+        self.kept: dict[str, np.ndarray] = {}
+        self.dead: dict[str, np.ndarray] = {}
+
+    def narrow(self, index: int, start: int, above=None) -> bool:
+        if self.walker is None:
+            return False
+        return _narrow(self.walker, self.gates, self.cuts, index, self.kept, start, above)
+
+    def fix(self, gate, mask, kept=None, dead=None) -> None:
+        """Set ``gate``'s mask (an OrtValue on the device, or numpy (N, *gate.shape)) and its
+        statistics (counted here from the host arrays when not given)."""
+        self.masks[gate.name] = mask
+        if kept is None:
+            flat = np.asarray(mask).reshape(len(self.row), -1)
+            inactive = ~(self.fwd.activations[gate.name].reshape(len(flat), -1) > 0)
+            kept, dead = flat.sum(1), (flat & inactive).sum(1)
+        self.kept[gate.name], self.dead[gate.name] = kept, dead
+
+    def stats(self) -> dict:
+        """:func:`pathway_stats` of the masks, from the counts made where they were chosen."""
+        share = {name: self.dead[name] / np.maximum(kept, 1) for name, kept in self.kept.items()}
+        return {"units_kept": dict(self.kept), "dead_share": share}
 
     def _densify(self, index: int) -> None:
         """Back to dense rows, at the cut after gate ``index``."""
         self.dense = self.sparse.to_store(self.engine, self.fwd, self.gates[index])
         self.sparse = None
 
-    def _reach(self, index: int, masks: dict) -> None:
+    def _reach(self, index: int) -> None:
         """Choose how to walk down to the cut after gate ``index``: sparse below a narrow gate
         above it (walked here), dense otherwise (walked by the caller, chunk by chunk)."""
-        narrow = _narrow(self.walker, self.gates, self.cuts, index, masks,
-                         (self.sparse or self.dense).start)  # fmt: skip
+        narrow = self.narrow(index, (self.sparse or self.dense).start)
         if narrow and self.sparse is None:
             above = self.gates[index + 1]
-            self.sparse = _Sparse.from_store(self.dense, above, masks[above.name])
+            self.sparse = _Sparse.from_store(self.dense, above, self.host_masks[above.name])
         elif not narrow and self.sparse is not None:
             self._densify(index + 1)
         if self.sparse is not None:
-            walked = self.sparse.advance(self.walker, self.fwd, self.cuts[index], masks)
+            walked = self.sparse.advance(self.walker, self.fwd, self.cuts[index], self.host_masks)
             if not walked:  # the cotangent grew too dense on the way
                 self._densify(index + 1)
 
-    def skip(self, index: int, masks: dict) -> None:
+    def skip(self, index: int) -> None:
         """Walk down to the cut after gate ``index`` without selecting there."""
-        self._reach(index, masks)
+        self._reach(index)
         if self.sparse is None:
-            for _ in self.dense.advance(self.cuts[index], masks):
+            for _ in self.dense.advance(self.cuts[index], self.masks):
                 pass
 
-    def select(self, index: int, masks: dict, width: int, alpha: np.ndarray) -> np.ndarray:
-        """Walk down to the cut after gate ``index`` and select its units: mask (N, units)."""
-        self._reach(index, masks)
+    def select(self, index: int, width: int, alpha: np.ndarray) -> None:
+        """Walk down to the cut after gate ``index`` and choose its units there."""
+        self._reach(index)
         gate, fwd = self.gates[index], self.fwd
         if self.sparse is not None:
-            return self.sparse.select(fwd, gate, self.row, self.valid, width, alpha)
-        h = fwd.activations[gate.name].reshape(len(fwd.x), gate.units)
-        score = Importance(h, self.row, self.valid)
-        for lo, values in self.dense.advance(self.cuts[index], masks):
-            score.add(values[f"ct:{gate.name}"].reshape(len(fwd.x), -1, gate.units), lo)
-        return select_units(score.result(), width, alpha)
+            mask = self.sparse.select(self.engine, fwd, gate, self.row, self.valid, width, alpha)
+            self.fix(gate, mask.reshape(len(mask), *gate.shape))
+            return
+        h = device_value(fwd.activations, gate.name)
+        choice = DeviceChoice(self.engine, h, self.row, self.valid)
+        for lo, values in self.dense.advance(self.cuts[index], self.masks):
+            choice.add(values[f"ct:{gate.name}"], lo)
+        self.fix(gate, *choice.choose(width, alpha))
 
-    def target_to_input(self, last: int, masks: dict) -> tuple[np.ndarray, np.ndarray]:
+    def target_to_input(self, last: int) -> tuple[np.ndarray, np.ndarray]:
         """Below the last visited gate (``last``) only the target's row matters: walk that one
         row to the input. Returns W^p (N, *input_shape) and b^p (N,)."""
-        if self.sparse is None and _narrow(self.walker, self.gates, self.cuts, -1, masks,
-                                           self.dense.start, last):  # fmt: skip
+        if self.sparse is None and self.narrow(-1, self.dense.start, last):
             self.sparse = _Sparse.from_store(self.dense, self.gates[last],
-                                             masks[self.gates[last].name])  # fmt: skip
+                                             self.host_masks[self.gates[last].name])  # fmt: skip
         if self.sparse is not None and self.walker.can_walk(self.sparse.start, 0):
-            found = self.sparse.to_input(self.walker, self.fwd, self.row, masks,
+            found = self.sparse.to_input(self.walker, self.fwd, self.row, self.host_masks,
                                          self.model.input_shape)  # fmt: skip
             if found is not None:
                 return found
         if self.sparse is not None:
             self._densify(last)
         cotangents, bias = self.dense.rows(self.row)
-        cotangents, part = self.engine.stage(self.fwd, cotangents, self.dense.start, 0, masks,
-                                             single_row=True)  # fmt: skip
+        cotangents, part = self.engine.stage(self.fwd, cotangents, self.dense.start, 0,
+                                             self.masks, single_row=True)  # fmt: skip
         return cotangents["grad"], bias + part
 
 
@@ -250,12 +284,12 @@ class _Sparse:
     def from_store(cls, store, gate, mask: np.ndarray) -> _Sparse:
         """The stored dense rows at the cut after ``gate``, on the units its mask keeps (the
         gate's transpose zeroes every other one)."""
-        n = store.n
+        n, host = store.n, store.engine.dev.host
         flat = mask.reshape(n, -1)
         entries = []
         for i in range(n):
             idx = np.flatnonzero(flat[i])
-            parts = [c[f"ct:{gate.name}"].reshape(n, -1, gate.units)[i][:, idx]
+            parts = [host(c[f"ct:{gate.name}"]).reshape(n, -1, gate.units)[i][:, idx]
                      for c, _ in store.chunks]  # fmt: skip
             entries.append((idx, np.concatenate(parts, axis=0)))
         bias = np.concatenate([b.reshape(n, -1) for _, b in store.chunks], axis=1)
@@ -276,19 +310,22 @@ class _Sparse:
         self.start = stop
         return True
 
-    def select(self, fwd, gate, row: np.ndarray, valid, width: int, alpha) -> np.ndarray:
+    def select(self, engine, fwd, gate, row: np.ndarray, valid, width: int, alpha) -> np.ndarray:
         """Algorithm 1's choice at ``gate`` (N, units), scored on the positions with a
-        cotangent only: every other unit contributes 0 to every class, so its score is the
-        uniform softmax ``1/K`` (``fill``), the same float32 value the dense score gives it."""
+        cotangent only, by the same graphs as the dense choice (:class:`DeviceChoice`): every
+        other unit contributes 0 to every class, so its score is the uniform softmax ``1/R``
+        (``fill``), the same float32 value the dense score gives it."""
         n = len(self.entries)
         mask = np.zeros((n, gate.units), bool)
         for i, (idx, vals) in enumerate(self.entries):
             rows = self.r if valid is None else int(valid[i].sum())
             fill = np.float32(1) / np.float32(rows)
-            h = fwd.activations[gate.name][i].reshape(1, -1)[:, idx]
-            score = Importance(h, row[i : i + 1], None if valid is None else valid[i : i + 1])
-            score.add(vals[None], 0)
-            mask[i] = select_sparse(score.result()[0], idx, gate.units, width, alpha[i], fill)
+            h = np.ascontiguousarray(fwd.activations[gate.name][i].reshape(1, -1)[:, idx])
+            score = DeviceChoice(
+                engine, h, row[i : i + 1], None if valid is None else valid[i : i + 1]
+            )
+            score.add(np.ascontiguousarray(vals), 0)
+            mask[i] = select_sparse(score.scores()[0], idx, gate.units, width, alpha[i], fill)
         return mask
 
     def to_store(self, engine, fwd, gate) -> RowStore:

@@ -1,10 +1,11 @@
-"""Algorithm 1's choice at one gate: score every unit, keep the most important ones.
+"""Algorithm 1's choice at one gate: keep the most important units.
 
 The score of unit i for the target class is ``imp_i = softmax_c(h_i · ∂logit_c/∂h_i)[target]``
 over the classes c the sweep carries ("Pathwise Explanation of ReLU Neural Networks",
-arXiv:2506.18037, Algorithm 1). :class:`Importance` builds it from chunks of rows;
-:func:`select_units` keeps the ``width`` best units above ``alpha`` (the best one if none);
-:func:`select_sparse` is the same rule when only a few units have a cotangent.
+arXiv:2506.18037, Algorithm 1). The sweep computes it, and makes the dense choice, where the
+cotangents are (:mod:`pathonnx.graph.choice`). :func:`select_units` states the choice in
+numpy: the ``width`` best units above ``alpha`` (the best one if none); :func:`select_sparse` is
+the same rule when only a few units have a cotangent, the choice below a narrow gate.
 """
 
 from __future__ import annotations
@@ -67,45 +68,3 @@ def _first_outside(idx: np.ndarray, units: int) -> int | None:
         return None
     gaps = np.flatnonzero(idx != np.arange(len(idx)))
     return int(gaps[0]) if len(gaps) else len(idx)
-
-
-class Importance:
-    """Algorithm 1's score at one gate, ``softmax_c(h·∂logit_c/∂h)[target]`` (N, units), built
-    from chunks of rows (classes) so that all K rows never need to be in memory at once.
-
-    Per unit it keeps the running maximum over the rows seen, the running sum of exponentials
-    relative to it, and the target row's score. In float32, like the engine; with a single chunk
-    it is exactly the plain softmax. :func:`select_units` compares with alpha in float32 too, so
-    a unit with no contribution (score exactly 1/K) never passes alpha = 1/K.
-    """
-
-    def __init__(self, h: np.ndarray, row: np.ndarray, valid=None):
-        self.h, self.row, self.valid = h, row, valid
-        n, units = h.shape
-        self.top = np.full((n, units), -np.inf, np.float32)
-        self.total = np.zeros((n, units), np.float32)
-        self.mine = np.full((n, units), -np.inf, np.float32)
-
-    def add(self, ct: np.ndarray, lo: int) -> None:
-        """Rows ``lo .. lo + R`` of the cotangent at the gate, ``ct`` (N, R, units)."""
-        n, r, units = ct.shape
-        step = max(1, (1 << 25) // (n * r))  # about 128 MiB of work at a time
-        rows = np.arange(n)
-        here = (self.row >= lo) & (self.row < lo + r)
-        for a in range(0, units, step):
-            b = min(units, a + step)
-            part = self.h[:, None, a:b] * ct[:, :, a:b]
-            if self.valid is not None:
-                part[~self.valid[:, lo : lo + r]] = -np.inf
-            top = np.maximum(self.top[:, a:b], part.max(axis=1))
-            finite = np.isfinite(top)
-            shift = np.where(finite, top, 0)[:, None]
-            self.mine[here, a:b] = part[rows[here], self.row[here] - lo]
-            part -= shift
-            np.exp(part, out=part)
-            rescale = np.exp(np.where(finite, self.top[:, a:b] - shift[:, 0], 0))
-            self.total[:, a:b] = self.total[:, a:b] * rescale + part.sum(axis=1)
-            self.top[:, a:b] = top
-
-    def result(self) -> np.ndarray:
-        return np.exp(self.mine - self.top) / self.total

@@ -1,0 +1,156 @@
+"""Algorithm 1's choice at one gate, as small ONNX graphs that run where the cotangents are.
+
+The pathwise sweep ("Pathwise Explanation of ReLU Neural Networks", arXiv:2506.18037,
+Algorithm 1) scores every unit of a gate by ``softmax_c(h · ∂logit_c/∂h)[target]`` and keeps
+the ``width`` best units above ``alpha``. These graphs compute it where the cotangent rows,
+the pattern and the masks are, so that none of them leaves the device:
+
+- :func:`importance_graph` folds one chunk of cotangent rows into the running softmax state:
+  the maximum over the rows so far ``top``, the sum of exponentials relative to it ``total``,
+  and the target row's term ``mine``;
+- :func:`score_graph` turns the state into the importance ``exp(mine - top) / total``;
+- :func:`choose_graph` turns the state into the mask, with the same importance, and counts per
+  sample the units kept and those of them inactive at x.
+
+Every operation acts on each unit alone, so a unit's score does not depend on the batch, the
+gate's size, or which other units are scored with it (the sparse walk scores a few units
+only). The sum over rows is a product with a row of ones for that reason: onnxruntime's
+ReduceSum over the middle axis adds in a different order for N = 1 than for N > 1.
+:func:`pathonnx.methods.selection.select_units` states the choice in numpy.
+
+Inputs have any rank: ``h`` (N, *gate), the cotangent chunk (N·R, *gate); the graphs flatten
+both to (N, units).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .emit import Emitter
+
+OPSET = 17
+_NEG_INF = np.float32(-np.inf)
+STATE = ("top", "total", "mine")
+
+
+def importance_graph(first: bool, valid: bool) -> onnx.ModelProto:
+    """inputs   h (N, *gate) the gate's output; ct (N·R, *gate) R cotangent rows per sample;
+             pick (N, R) bool, the target's row; [valid (N, R) bool, the rows that count];
+             [top0, total0, mine0 (N, units): the state so far, unless ``first``]
+    outputs  top, total, mine (N, units)"""
+    em = Emitter(OPSET)
+    h, ct = em.input("h", np.float32, None), em.input("ct", np.float32, None)
+    pick = em.input("pick", bool, ["N", "R"])
+    h2 = em.reshape(h, [0, -1], "h2")
+    dims = em.op("Shape", [h2], dtype=np.int64)
+    n, units = (em.op("Slice", [dims, em.ints([a]), em.ints([a + 1])], dtype=np.int64)
+                for a in (0, 1))  # fmt: skip
+    shape = em.op("Concat", [n, em.ints([-1]), units], {"axis": 0}, dtype=np.int64)
+    ct3 = em.op("Reshape", [ct, shape], hint="ct3")  # (N, R, units)
+    part = em.op("Mul", [em.op("Unsqueeze", [h2, em.ints([1])]), ct3], hint="part")
+    neg = em.const(_NEG_INF, "neg")
+    if valid:
+        counts = em.op("Unsqueeze", [em.input("valid", bool, ["N", "R"]), em.ints([2])],
+                       dtype=bool)  # fmt: skip
+        part = em.op("Where", [counts, part, neg], hint="valid_part")
+    top = em.op("ReduceMax", [part], {"axes": [1], "keepdims": 0}, hint="chunk_top")
+    at = em.op("Unsqueeze", [pick, em.ints([2])], dtype=bool)
+    mine = em.op("ReduceMax", [em.op("Where", [at, part, neg])], {"axes": [1], "keepdims": 0},
+                 hint="chunk_mine")  # fmt: skip
+    if not first:
+        before = [em.input(f"{name}0", np.float32, ["N", "U"]) for name in STATE]
+        top = em.op("Max", [before[0], top], hint="top_all")
+        mine = em.op("Max", [before[2], mine], hint="mine_all")
+    zero = em.const(np.float32(0), "zero")
+    finite = em.op("Not", [em.op("Equal", [top, neg], dtype=bool)], dtype=bool)
+    shift = em.op("Where", [finite, top, zero], hint="shift")
+    exps = em.op("Exp", [em.op("Sub", [part, em.op("Unsqueeze", [shift, em.ints([1])])])])
+    rows = em.op("Slice", [em.op("Shape", [part], dtype=np.int64), em.ints([1]), em.ints([2])],
+                 dtype=np.int64)  # fmt: skip
+    wide = em.op("Concat", [em.ints([1]), rows], {"axis": 0}, dtype=np.int64)
+    ones = em.op("Expand", [em.const(np.ones((1, 1), np.float32)), wide])  # (1, R)
+    total = em.op("Squeeze", [em.op("MatMul", [ones, exps]), em.ints([1])], hint="chunk_total")
+    if not first:
+        rescale = em.op("Exp", [em.op("Where", [finite, em.op("Sub", [before[0], shift]), zero])])
+        total = em.op("Add", [em.op("Mul", [before[1], rescale]), total], hint="total_all")
+    return em.graph(_named(em, [top, total, mine], STATE), "importance")
+
+
+def _importance(em: Emitter):
+    """The state inputs and the importance ``exp(mine - top) / total`` (N, units)."""
+    top, total, mine = (em.input(name, np.float32, ["N", "U"]) for name in STATE)
+    return em.op("Div", [em.op("Exp", [em.op("Sub", [mine, top])]), total], hint="importance")
+
+
+def score_graph() -> onnx.ModelProto:
+    """inputs top, total, mine (N, units); output importance (N, units)."""
+    em = Emitter(OPSET)
+    return em.graph(_named(em, [_importance(em)], ["importance"]), "score")
+
+
+def choose_graph(limited: bool) -> onnx.ModelProto:
+    """inputs   top, total, mine (N, units) the softmax state; h (N, *gate) the gate's output;
+             alpha (N, 1) float32; [width (1,) int64, when ``limited`` (width < units)]
+    outputs  mask (N, *gate) bool; kept, dead (N,) float32: units kept, and of them those
+             with h ≤ 0 at x
+
+    Units above alpha, of the ``width`` most important (TopK: ties go to the lower index);
+    where none is, the single most important (the first of the maxima)."""
+    em = Emitter(OPSET)
+    imp = _importance(em)
+    h = em.input("h", np.float32, None)
+    alpha = em.input("alpha", np.float32, ["N", 1])
+    zero = onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0])
+    zeros = em.op("ConstantOfShape", [em.op("Shape", [imp], dtype=np.int64)], {"value": zero})
+    _, best = em.op("TopK", [imp, em.ints([1], "one")], {"axis": 1, "largest": 1, "sorted": 1},
+                    outputs=2, hint="best")  # fmt: skip
+    best.dtype = np.int64
+    if limited:
+        width = em.input("width", np.int64, [1])
+        values, order = em.op("TopK", [imp, width], {"axis": 1, "largest": 1, "sorted": 1},
+                              outputs=2, hint="topk")  # fmt: skip
+        order.dtype = np.int64
+        keep = em.op("Cast", [em.op("Greater", [values, alpha], dtype=bool)], {"to": 1})
+        chosen = em.op("ScatterElements", [zeros, order, keep], {"axis": 1}, hint="chosen")
+    else:
+        chosen = em.op("Cast", [em.op("Greater", [imp, alpha], dtype=bool)], {"to": 1})
+    some = em.op("ReduceMax", [chosen], {"axes": [1], "keepdims": 1}, hint="some")
+    fallback = em.op("Sub", [em.const(np.float32(1)), some], hint="none")  # 1 where none passed
+    first = em.op("ScatterElements", [zeros, best, fallback], {"axis": 1}, hint="first")
+    mask2 = em.op("Greater", [em.op("Max", [chosen, first]), em.const(np.float32(0))],
+                  dtype=bool, hint="mask2")  # fmt: skip
+    active = em.op("Greater", [em.reshape(h, [0, -1], "h2"), em.const(np.float32(0))], dtype=bool)
+    dead = em.op("And", [mask2, em.op("Not", [active], dtype=bool)], dtype=bool)
+    mask = em.op("Reshape", [mask2, em.op("Shape", [h], dtype=np.int64)], dtype=bool, hint="m")
+    counts = [em.op("ReduceSum", [em.op("Cast", [value], {"to": 1}), em.ints([1])],
+                    {"keepdims": 0}) for value in (mask2, dead)]  # fmt: skip
+    return em.graph(_named(em, [mask, *counts], ["mask", "kept", "dead"]), "choose")
+
+
+def gather_rows_graph(rank: int, first: bool) -> onnx.ModelProto:
+    """One row per sample out of a chunk of cotangent rows, on the device.
+
+    inputs   ct (rows, ...) of rank ``rank``; index (N,) int64, the row each sample takes;
+             [take (N,) bool, whether it takes it from this chunk; prev (N, ...) what it has]
+    outputs  out (N, ...): ``ct[index]``, or where not ``take``, ``prev``"""
+    em = Emitter(OPSET)
+    ct = em.input("ct", np.float32, ["rows", *(f"d{i}" for i in range(1, rank))])
+    index = em.input("index", np.int64, ["N"])
+    out = em.op("Gather", [ct, index], {"axis": 0}, hint="gathered")
+    if not first:
+        take = em.input("take", bool, ["N"])
+        prev = em.input("prev", np.float32, ["N", *(f"d{i}" for i in range(1, rank))])
+        take = em.reshape(take, [-1, *([1] * (rank - 1))], "take_b", dtype=bool)
+        out = em.op("Where", [take, out, prev], hint="picked")
+    return em.graph(_named(em, [out], ["out"]), "gather_rows")
+
+
+def _named(em: Emitter, values: list, names) -> list:
+    """The graph's outputs under their interface names."""
+    outs = []
+    for value, name in zip(values, names):
+        out = em.op("Identity", [value], hint=name, dtype=value.dtype)
+        out.name = name
+        outs.append(out)
+    return outs
