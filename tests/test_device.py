@@ -262,3 +262,43 @@ def test_the_device_choice_is_the_numpy_rule(seed):
     alone.add(np.ascontiguousarray(ct[0][:, some]), 0)
     if step >= r:  # one chunk, as the sparse walk's
         np.testing.assert_array_equal(alone.scores()[0], choice.scores()[0, some])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_network_wide_percentile_on_the_device_is_numpys(seed):
+    # critical pathways rank every unit of every gate together: the device's rule (the k-th
+    # largest score, engine.network_top) keeps exactly the units above numpy's percentile
+    from pathonnx.engine import network_top
+
+    rng = np.random.default_rng(seed)
+    model = pathonnx.load(VGG, device="cpu")
+    x = rng.standard_normal((2, *model.input_shape)).astype(np.float32)
+    fwd = model.forward(x)
+    scores = {g.name: np.abs(rng.standard_normal((2, *g.shape))).astype(np.float32)
+              for g in model.gates}  # fmt: skip
+    name = model.gates[seed % len(model.gates)].name
+    scores[name][:, ::3] = 0.5  # ties, some of them at the threshold
+    sparsity = [0.0, 0.5, 0.9, 0.99, 0.999, 0.12345, 0.95, 0.9999][seed]
+    masks, kept, dead = network_top(model.engine, fwd, model.gates, sparsity, scores=scores)
+    every = np.concatenate([s.reshape(2, -1) for s in scores.values()], axis=1)
+    threshold = np.percentile(every, 100 * sparsity, axis=1)
+    for gate in model.gates:
+        want = scores[gate.name] > threshold.reshape(-1, *[1] * len(gate.shape))
+        np.testing.assert_array_equal(model.engine.dev.host(masks[gate.name]), want)
+        np.testing.assert_array_equal(kept[gate.name], want.reshape(2, -1).sum(1))
+        inactive = ~(fwd.activations[gate.name] > 0)
+        np.testing.assert_array_equal(dead[gate.name], (want & inactive).reshape(2, -1).sum(1))
+
+
+def test_mct_keeps_gate_sized_arrays_on_the_device(monkeypatch):
+    model = pathonnx.load(VGG, device="cpu")
+    x = np.random.default_rng(2).standard_normal((2, *model.input_shape)).astype(np.float32)
+    copies = []
+    model.engine.dev.on_host = lambda array: copies.append(array.shape)
+    pathway = pathonnx.critical_pathway(model, x, sparsity=0.8)
+    big = sorted(shape for shape in copies if np.prod(shape) > 2 * model.num_outputs)
+    results = [(2, *g.shape) for g in model.gates if g.units > model.num_outputs]
+    assert big == sorted([*results, (2, *model.input_shape)]), copies
+    kept = sum(int(m.sum()) for m in pathway.masks.values())
+    total = 2 * sum(g.units for g in model.gates)
+    assert abs(kept - 0.2 * total) <= 2  # 20% of the units, up to ties at the threshold

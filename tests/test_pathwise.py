@@ -245,3 +245,32 @@ def test_sparse_walk_falls_back_to_dense_when_the_cotangent_spreads(limit, expor
         np.testing.assert_array_equal(mask, fast.masks[name])
     np.testing.assert_allclose(fast.linear.W, dense.linear.W, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(fast.linear.b, dense.linear.b, rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_choice_scores_only_the_units_with_a_cotangent(exported):
+    # below a narrow gate the choice is made on the few units with a cotangent, scored by the
+    # device graphs; a sample with none left chooses as the rule does on uniform scores
+    from pathonnx.methods.pathwise import _Sparse
+
+    path, _ = exported("vgg_bn")
+    model = pathonnx.load(path, device="cpu")
+    x = zoo.example_input("vgg_bn", batch=2, seed=3)
+    fwd, gate, r = model.forward(x), model.gates[-2], 4
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(gate.units, 7, replace=False))
+    vals = rng.standard_normal((r, 7)).astype(np.float32)
+    entries = [(idx, vals), (np.empty(0, np.int64), np.empty((r, 0), np.float32))]
+    sparse = _Sparse(0, entries, np.zeros((2, r)), r)
+    row, alpha = np.array([1, 2]), np.full(2, 0.25)
+    mask = sparse.select(model.engine, fwd, gate, row, None, 3, alpha)
+    # the same choice made dense, every other unit at the uniform 1/R
+    dense = np.zeros((2, r, gate.units), np.float32)
+    dense[0][:, idx] = vals
+    h = fwd.activations[gate.name].reshape(2, -1)
+    part = h[:, None] * dense
+    e = np.exp(part - part.max(axis=1, keepdims=True))
+    imp = (e / e.sum(axis=1, keepdims=True))[np.arange(2), row]
+    imp[1] = np.float32(1) / np.float32(r)
+    want = select_units(imp.astype(np.float32), 3, 0.25)
+    assert (mask == want).all()
+    assert mask[1].sum() == 1 and mask[1][0]  # nothing passes 1/R: the first unit

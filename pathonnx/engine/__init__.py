@@ -15,7 +15,7 @@ from .model import Model, load
 from .resident import Device, OnDevice, device_value
 from .session import DEVICES, make_session, providers_for
 from .sparse import SparseWalker, TooDense
-from .sweep import DeviceChoice, RowStore, gate_cotangents
+from .sweep import DeviceChoice, RowStore, gate_cotangents, network_top, percentile_rank
 
 __all__ = [
     "DEVICES",
@@ -37,7 +37,9 @@ __all__ = [
     "gate_cotangents",
     "load",
     "make_session",
+    "network_top",
     "one_hot",
+    "percentile_rank",
     "providers_for",
     "softmax",
 ]

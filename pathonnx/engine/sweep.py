@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph.choice import STATE, choose_graph, gather_rows_graph, importance_graph, score_graph
+from ..graph.choice import (
+    STATE,
+    choose_graph,
+    gather_rows_graph,
+    importance_graph,
+    network_top_graph,
+    score_graph,
+)
 from .forward import one_hot
-from .resident import OrtValue, shape_of
+from .resident import OrtValue, device_value, shape_of
 
 
 class RowStore:
@@ -100,11 +107,13 @@ def gate_cotangents(
     seeds: np.ndarray | None = None,
     masks: dict | None = None,
     scales: dict | None = None,
-) -> dict[str, np.ndarray]:
+    keep: bool = False,
+) -> dict:
     """∂logit[target]/∂h at every gate output (N, *gate.shape) of ``model`` (a Model), or at
     the ``upto`` top gates, from one backward walk cut after each gate, at ``fwd``'s pattern.
     ``seeds`` (N, K) replace the target's one-hot row (e.g. a loss's gradient at the logits);
-    ``masks`` or ``scales`` act on the gates as in :meth:`LinearEngine.stage`."""
+    ``masks`` or ``scales`` act on the gates as in :meth:`LinearEngine.stage`. With ``keep``
+    the cotangents stay on the device (OrtValues), else they come back as numpy."""
     engine = model.engine
     if seeds is None:
         seeds = one_hot(target, model.num_outputs)
@@ -112,10 +121,43 @@ def gate_cotangents(
     cuts = engine.gate_cuts()
     for gate, cut in list(zip(reversed(model.gates), reversed(cuts)))[:upto]:
         cotangents, _ = engine.stage(
-            fwd, cotangents, start, cut, masks, single_row=True, scales=scales
+            fwd, cotangents, start, cut, masks, single_row=True, scales=scales, keep=True
         )
         out[gate.name], start = cotangents[f"ct:{gate.name}"], cut
+    if not keep:
+        out = {name: engine.dev.host(value) for name, value in out.items()}
     return out
+
+
+def percentile_rank(units: int, sparsity: float) -> int:
+    """k such that ``score > np.percentile(scores, 100 * sparsity)`` keeps exactly the units
+    ranked above the k-th largest of ``units`` scores (see
+    :func:`~pathonnx.graph.choice.network_top_graph`): numpy's linear method interpolates
+    between the order statistics at floor((T - 1)·q) and the next one."""
+    q = np.true_divide(100 * float(sparsity), 100)
+    virtual = (units - 1) * q
+    lo = units - 1 if virtual >= units - 1 else int(np.floor(virtual))
+    return units - lo
+
+
+def network_top(engine, fwd, gates, sparsity: float, cotangents=None, scores=None):
+    """The units of ``gates`` whose score is above the network-wide ``sparsity`` percentile,
+    ranked where the values are. Scores are |h ⊙ cotangent| (``cotangents``: gate name ->
+    (N, *gate.shape)), or given (``scores``). Returns the masks (gate name -> OrtValue
+    (N, *gate.shape)) and per gate the units kept and, of them, those inactive at x ((N,))."""
+    count, product = len(gates), cotangents is not None
+    feeds = {f"h{i}": device_value(fwd.activations, g.name) for i, g in enumerate(gates)}
+    for i, g in enumerate(gates):
+        feeds[f"g{i}" if product else f"s{i}"] = (cotangents if product else scores)[g.name]
+    feeds["k"] = np.array([percentile_rank(sum(g.units for g in gates), sparsity)], np.int64)
+    _, session = engine.cached_session(("network_top", count, product),
+                                       lambda: network_top_graph(count, product))  # fmt: skip
+    names = [f"{kind}{i}" for kind in ("m", "kept", "dead") for i in range(count)]
+    found = engine.dev.run(session, feeds, names)
+    masks = {g.name: found[i] for i, g in enumerate(gates)}
+    kept, dead = ({g.name: engine.dev.host(found[j * count + i]).astype(np.int64)
+                   for i, g in enumerate(gates)} for j in (1, 2))  # fmt: skip
+    return masks, kept, dead
 
 
 class DeviceChoice:

@@ -154,3 +154,46 @@ def _named(em: Emitter, values: list, names) -> list:
         out.name = name
         outs.append(out)
     return outs
+
+
+def network_top_graph(count: int, product: bool) -> onnx.ModelProto:
+    """The critical pathway's choice (Khakzar et al., CVPR 2021): every unit of every gate
+    ranked together, the units above the network-wide percentile kept.
+
+    inputs   h0 .. h{count-1} (N, *gate) the gates' outputs; with ``product``, g0 .. the
+             cotangents at them, and the score is |h ⊙ g| (NeuronMCT); else s0 .. the scores;
+             k (1,) int64: how many of the T units rank at or above the threshold
+    outputs  m0 .. (N, *gate) bool: score > threshold; kept0 .., dead0 .. (N,) float32: per
+             gate the units kept, and of them those with h ≤ 0 at x
+
+    The threshold is the percentile with linear interpolation (numpy's default) between the
+    order statistics s[lo] <= s[lo + 1]. No score lies strictly between the two, so
+    ``score > percentile`` is ``score > s[lo]`` whatever the interpolation weight: the k-th
+    largest score, k = T - lo (the caller computes lo as numpy does)."""
+    em = Emitter(OPSET)
+    hs = [em.input(f"h{i}", np.float32, None) for i in range(count)]
+    if product:
+        gs_ = [em.input(f"g{i}", np.float32, None) for i in range(count)]
+        scores = [em.op("Abs", [em.op("Mul", [h, g])]) for h, g in zip(hs, gs_)]
+    else:
+        scores = [em.input(f"s{i}", np.float32, None) for i in range(count)]
+    flat = [em.reshape(s, [0, -1], "flat") for s in scores]
+    every = flat[0] if count == 1 else em.op("Concat", flat, {"axis": 1}, hint="every")
+    k = em.input("k", np.int64, [1])
+    top, order = em.op("TopK", [every, k], {"axis": 1, "largest": 1, "sorted": 0}, outputs=2)
+    order.dtype = np.int64
+    threshold = em.op("ReduceMin", [top], {"axes": [1], "keepdims": 1}, hint="threshold")
+    zero = em.const(np.float32(0))
+    masks, kept, dead = [], [], []
+    for h, f, s in zip(hs, flat, scores):
+        m = em.op("Greater", [f, threshold], dtype=bool)
+        inactive = em.op("Not", [em.op("Greater", [em.reshape(h, [0, -1]), zero], dtype=bool)],
+                         dtype=bool)  # fmt: skip
+        for value, into in ((m, kept), (em.op("And", [m, inactive], dtype=bool), dead)):
+            into.append(em.op("ReduceSum", [em.op("Cast", [value], {"to": 1}), em.ints([1])],
+                              {"keepdims": 0}))  # fmt: skip
+        masks.append(em.op("Reshape", [m, em.op("Shape", [s], dtype=np.int64)], dtype=bool))
+    names = [f"m{i}" for i in range(count)]
+    outs = [*masks, *kept, *dead]
+    names += [f"kept{i}" for i in range(count)] + [f"dead{i}" for i in range(count)]
+    return em.graph(_named(em, outs, names), "network_top")

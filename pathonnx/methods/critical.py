@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import gate_cotangents, one_hot
-from .pathway import Pathway, network_wide_start, pathway_from_masks
+from ..engine import gate_cotangents, network_top, one_hot
+from .pathway import Pathway, network_wide_start, pathway_from_counts
 from .registry import INTEGER, SPARSITY, Param, family, register
 
 
@@ -35,24 +35,21 @@ def critical_pathway(
     return entry.fn(model, x, target, **{k: v for k, v in given.items() if k in entry.defaults})
 
 
-def _keep_top(model, fwd, target, scores: dict, method: str, sparsity: float) -> Pathway:
-    """The pathway of the units scoring above the network-wide ``sparsity`` percentile."""
+def _keep_top(model, fwd, target, method: str, sparsity: float, **scored) -> Pathway:
+    """The pathway of the units scoring above the network-wide ``sparsity`` percentile, ranked
+    on the device (:func:`~pathonnx.engine.network_top`); ``scored``: the cotangents at the
+    gates (the score is |h ⊙ g|), or the scores."""
     # Khakzar et al. rank all neurons of the network together, not layer by layer.
-    threshold = np.percentile(np.concatenate(list(scores.values()), axis=1), 100 * sparsity, axis=1)
-    masks = {g.name: scores[g.name] > threshold[:, None] for g in model.gates}
-    return pathway_from_masks(model, fwd, target, masks, method, {"sparsity": float(sparsity)})
+    found = network_top(model.engine, fwd, model.gates, sparsity, **scored)
+    return pathway_from_counts(model, fwd, target, *found, method, {"sparsity": float(sparsity)})
 
 
 @register("mct", SPARSITY, attribution="gradient", family="critical")
 def mct(model, x, target, sparsity):
     """NeuronMCT critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
     fwd, target = network_wide_start(model, x, target, sparsity)
-    n = len(fwd.x)
-    grads = gate_cotangents(model, fwd, target)
-    scores = {
-        g.name: np.abs(fwd.activations[g.name] * grads[g.name]).reshape(n, -1) for g in model.gates
-    }
-    return _keep_top(model, fwd, target, scores, "mct", sparsity)
+    grads = gate_cotangents(model, fwd, target, keep=True)
+    return _keep_top(model, fwd, target, "mct", sparsity, cotangents=grads)
 
 
 @register("intgrad", SPARSITY, Param("steps", 50, INTEGER, "integration steps"),
@@ -60,9 +57,9 @@ def mct(model, x, target, sparsity):
 def intgrad(model, x, target, sparsity, steps):
     """NeuronIntGrad critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
     fwd, target = network_wide_start(model, x, target, sparsity)
-    found = _intgrad_scores(model, fwd.x, target, int(steps), batch=16)
-    scores = {name: value.reshape(len(fwd.x), -1) for name, value in found.items()}
-    return _keep_top(model, fwd, target, scores, "intgrad", sparsity)
+    scores = _intgrad_scores(model, fwd.x, target, int(steps), batch=16)
+    scores = {name: value.astype(np.float32) for name, value in scores.items()}
+    return _keep_top(model, fwd, target, "intgrad", sparsity, scores=scores)
 
 
 def _intgrad_scores(model, x: np.ndarray, target: np.ndarray, steps: int, batch: int):

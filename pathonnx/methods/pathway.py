@@ -70,6 +70,18 @@ def pathway_from_masks(model, fwd, target, flat: dict, method: str, params: dict
     return Pathway(masks, target, linear, method, params, stats)
 
 
+def pathway_from_counts(model, fwd, target, masks: dict, kept: dict, dead: dict, method: str,
+                        params: dict) -> Pathway:  # fmt: skip
+    """The Pathway of per-gate masks chosen on the device (gate name -> (N, *gate.shape)), with
+    the units kept and the inactive ones among them counted there: its linear model at x, then
+    the masks as numpy."""
+    linear = model.linearize(fwd.x, target, masks, fwd=fwd)
+    host = {name: model.engine.dev.host(mask) for name, mask in masks.items()}
+    share = {name: dead[name] / np.maximum(kept[name], 1) for name in kept}
+    stats = {"units_kept": kept, "dead_share": share}
+    return Pathway(host, target, linear, method, params, stats)
+
+
 def jaccard(a: Pathway, b: Pathway) -> np.ndarray:
     """Per-sample Jaccard overlap of two pathways' kept units (gates without a mask count whole)."""
     names = sorted(set(a.masks) | set(b.masks))

@@ -320,12 +320,14 @@ class _Sparse:
         for i, (idx, vals) in enumerate(self.entries):
             rows = self.r if valid is None else int(valid[i].sum())
             fill = np.float32(1) / np.float32(rows)
-            h = np.ascontiguousarray(fwd.activations[gate.name][i].reshape(1, -1)[:, idx])
-            score = DeviceChoice(
-                engine, h, row[i : i + 1], None if valid is None else valid[i : i + 1]
-            )
-            score.add(np.ascontiguousarray(vals), 0)
-            mask[i] = select_sparse(score.scores()[0], idx, gate.units, width, alpha[i], fill)
+            imp = np.empty(0, np.float32)  # no cotangent left: every unit scores fill
+            if len(idx):
+                h = np.ascontiguousarray(fwd.activations[gate.name][i].reshape(1, -1)[:, idx])
+                counts = None if valid is None else valid[i : i + 1]
+                score = DeviceChoice(engine, h, row[i : i + 1], counts)
+                score.add(np.ascontiguousarray(vals), 0)
+                imp = score.scores()[0]
+            mask[i] = select_sparse(imp, idx, gate.units, width, alpha[i], fill)
         return mask
 
     def to_store(self, engine, fwd, gate) -> RowStore:
