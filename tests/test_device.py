@@ -207,6 +207,11 @@ def test_the_sweep_keeps_gate_sized_arrays_on_the_device(monkeypatch):
         big = sorted(shape for shape in copies if np.prod(shape) > small)
         results = [(2, *g.shape) for g in model.gates if g.units > model.num_outputs]
         assert big == sorted([*results, (2, *model.input_shape)]), copies
+    for run in (lambda: model.linearize(x, [0, 1]),  # W only: the fused graph
+                lambda: pathonnx.attribute(model, x, [0, 1], method="saliency")):  # fmt: skip
+        copies.clear()
+        run()
+        assert [s for s in copies if np.prod(s) > small] == [(2, *model.input_shape)], copies
     device = pathonnx.pathwise(model, x, width=40)
     for name, mask in reference.masks.items():
         np.testing.assert_array_equal(device.masks[name], mask)
@@ -302,3 +307,23 @@ def test_mct_keeps_gate_sized_arrays_on_the_device(monkeypatch):
     kept = sum(int(m.sum()) for m in pathway.masks.values())
     total = 2 * sum(g.units for g in model.gates)
     assert abs(kept - 0.2 * total) <= 2  # 20% of the units, up to ties at the threshold
+
+
+def test_arrays_read_back_outlive_their_ortvalues():
+    # On the CPU an OrtValue made from an array borrows its memory; what Device.host returns
+    # must keep that memory alive after the OrtValue and every other reference are gone
+    # (decompose's seeded masks came back as garbage before this held).
+    import gc
+
+    from pathonnx.engine import Device
+
+    dev = Device("cpu")
+    value = dev.put(np.arange(1 << 16, dtype=np.float32).reshape(4, -1)[:, ::2])  # a new array
+    array = dev.host(value)
+    del value
+    gc.collect()
+    junk = [np.full(1 << 14, -1, np.float32) for _ in range(64)]
+    np.testing.assert_array_equal(
+        array, np.arange(1 << 16, dtype=np.float32).reshape(4, -1)[:, ::2]
+    )
+    assert len(junk) == 64

@@ -15,7 +15,14 @@ from .model import Model, load
 from .resident import Device, OnDevice, device_value
 from .session import DEVICES, make_session, providers_for
 from .sparse import SparseWalker, TooDense
-from .sweep import DeviceChoice, RowStore, gate_cotangents, network_top, percentile_rank
+from .sweep import (
+    DeviceChoice,
+    RowStore,
+    gate_cotangents,
+    network_top,
+    percentile_rank,
+    top_units,
+)
 
 __all__ = [
     "DEVICES",
@@ -42,4 +49,5 @@ __all__ = [
     "percentile_rank",
     "providers_for",
     "softmax",
+    "top_units",
 ]

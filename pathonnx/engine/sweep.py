@@ -19,6 +19,7 @@ from ..graph.choice import (
     importance_graph,
     network_top_graph,
     score_graph,
+    top_units_graph,
 )
 from .forward import one_hot
 from .resident import OrtValue, device_value, shape_of
@@ -65,7 +66,7 @@ class RowStore:
                 per_row = sum(v.tensor_size_in_bytes() for v in values.values()) / len(bias)
                 fits = per_row * n * self.r <= self.engine.store_budget
             if fits:
-                new.append((values, bias + part))
+                new.append(({k: self.engine.dev.detach(v) for k, v in values.items()}, bias + part))
                 self.chunks[j] = None  # freed now: the store never holds two cuts whole
         if fits:
             self.chunks, self.start = new, stop
@@ -209,3 +210,13 @@ class DeviceChoice:
                                      ["mask", "kept", "dead"])  # fmt: skip
         host = self.engine.dev.host
         return mask, host(kept).astype(np.int64), host(dead).astype(np.int64)
+
+
+def top_units(engine, h, g, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample the ``k`` units of largest contribution ``h ⊙ g`` (h, g: (N, *gate.shape),
+    OrtValues or numpy), ranked where they are: their flat indices (N, k), in descending
+    contribution with ties to the lower index, and ``h`` at them (N, k)."""
+    _, session = engine.cached_session(("top_units",), top_units_graph)
+    found = engine.dev.run(session, {"h": h, "g": g, "k": np.array([k], np.int64)},
+                           ["index", "h_at"])  # fmt: skip
+    return engine.dev.host(found[0]), engine.dev.host(found[1])

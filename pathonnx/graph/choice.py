@@ -197,3 +197,20 @@ def network_top_graph(count: int, product: bool) -> onnx.ModelProto:
     outs = [*masks, *kept, *dead]
     names += [f"kept{i}" for i in range(count)] + [f"dead{i}" for i in range(count)]
     return em.graph(_named(em, outs, names), "network_top")
+
+
+def top_units_graph() -> onnx.ModelProto:
+    """The decomposition's seeds: per sample the units of largest contribution ``h ⊙ g``.
+
+    inputs   h, g (N, *gate) the gate's output and the cotangent at it; k (1,) int64
+    outputs  index (N, k) int64, in descending contribution (ties: the lower index first);
+             h_at (N, k) the gate's output there"""
+    em = Emitter(OPSET)
+    h = em.reshape(em.input("h", np.float32, None), [0, -1], "h2")
+    g = em.reshape(em.input("g", np.float32, None), [0, -1], "g2")
+    k = em.input("k", np.int64, [1])
+    _, index = em.op("TopK", [em.op("Mul", [h, g]), k], {"axis": 1, "largest": 1, "sorted": 1},
+                     outputs=2, hint="top")  # fmt: skip
+    index.dtype = np.int64
+    h_at = em.op("GatherElements", [h, index], {"axis": 1}, hint="h_at")
+    return em.graph(_named(em, [index, h_at], ["index", "h_at"]), "top_units")

@@ -26,6 +26,7 @@ from ..engine import (
     TooDense,
     device_value,
     gate_cotangents,
+    top_units,
 )
 from ..errors import InputError
 from .pathway import Pathway
@@ -90,15 +91,16 @@ def decompose(
     if not 1 <= int(paths) <= top.units:
         raise InputError(f"paths {paths} must be between 1 and {top.units} (the top gate's units)")
     m = int(paths)
-    grads = gate_cotangents(model, fwd, target, upto=1)[top.name].reshape(n, -1)
-    contribution = fwd.activations[top.name].reshape(n, -1) * grads
-    seeds = np.argsort(-contribution, axis=1, kind="stable")[:, :m]  # (N, M)
+    grads = gate_cotangents(model, fwd, target, upto=1, keep=True)[top.name]
+    h = device_value(fwd.activations, top.name)
+    seeds, h_at = top_units(model.engine, h, grads, m)  # (N, M) each, in contribution order
     # Every (sample, path) pair becomes one sample of a batch of N·M, so all paths run at once.
     many = model.forward(np.repeat(fwd.x, m, axis=0))
     forced = np.zeros((n * m, top.units), bool)
     forced[np.arange(n * m), seeds.reshape(-1)] = True
-    pathway = _sweep(model, many, np.repeat(target, m), depth, width, alpha,
-                     forced=forced.reshape(-1, *top.shape), classes=classes)  # fmt: skip
+    forced = (forced.reshape(-1, *top.shape), (h_at.reshape(-1) <= 0).astype(np.int64))
+    pathway = _sweep(model, many, np.repeat(target, m), depth, width, alpha, forced=forced,
+                     classes=classes)  # fmt: skip
     pathway.stats["seed_unit"] = seeds.reshape(-1)
     return [pathway.take(slice(j, None, m)) for j in range(m)]
 
@@ -128,7 +130,8 @@ def _rows(logits: np.ndarray, target: np.ndarray, classes: int | None):
 
 def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -> Pathway:
     """Algorithm 1 as one K-row sweep, cut after each visited gate. ``forced``: the top gate's
-    mask, given instead of selected (decomposition seeds). ``classes``: see :func:`pathwise`."""
+    mask (N, *shape), given instead of selected (decomposition seeds, one unit per sample), and
+    whether that unit is inactive at x (N,). ``classes``: see :func:`pathwise`."""
     n, k, gates = len(fwd.x), model.num_outputs, model.gates
     depth = len(gates) if depth is None else int(depth)
     if not 1 <= depth <= len(gates):
@@ -147,7 +150,8 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
         gate = gates[index]
         if forced is not None and index == len(gates) - 1:
             rows.skip(index)  # seeded, not selected: the walk only moves down
-            rows.fix(gate, forced.reshape(n, *gate.shape))
+            mask, dead = forced
+            rows.fix(gate, model.engine.dev.put(mask), np.ones(n, np.int64), dead)
         else:
             rows.select(index, max_units(width, gate.units), alpha_rows)
     grad, bias = rows.target_to_input(len(gates) - depth)
