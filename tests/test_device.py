@@ -327,3 +327,18 @@ def test_arrays_read_back_outlive_their_ortvalues():
         array, np.arange(1 << 16, dtype=np.float32).reshape(4, -1)[:, ::2]
     )
     assert len(junk) == 64
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_cuda_provider_that_does_not_start_is_an_error_not_a_silent_cpu_run(with_cuda):
+    # onnxruntime starts a session on the CPU when its CUDA provider cannot load (missing
+    # libraries), with a warning only; pathonnx says so instead of running slow and unbound
+    model = pathonnx.load(VGG, device="cuda")  # the provider list asks for CUDA
+    x = np.zeros((1, *model.input_shape), np.float32)
+    with pytest.raises(pathonnx.InputError, match="could not start its CUDAExecutionProvider"):
+        model.forward(x)
+    runner = CliRunner()
+    result = runner.invoke(main, ["check", str(VGG), "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "could not start its CUDAExecutionProvider" in result.output
+    assert "Traceback" not in result.output

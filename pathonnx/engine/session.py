@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -90,9 +91,27 @@ def _share_cpu_arena() -> None:
     _SHARED_ARENA = True
 
 
+_CUDA_LIBRARIES = False
+
+
+def _load_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that onnxruntime-gpu's CUDA provider needs, from
+    torch or pip's nvidia packages (``onnxruntime.preload_dlls``), once; importing torch first
+    does the same. Without them the provider fails to start."""
+    global _CUDA_LIBRARIES
+    if not _CUDA_LIBRARIES and hasattr(ort, "preload_dlls"):
+        with contextlib.suppress(Exception):  # a library missing shows in make_session's check
+            ort.preload_dlls()
+    _CUDA_LIBRARIES = True
+
+
 def make_session(proto, providers: list, profile: str | None = None) -> ort.InferenceSession:
     """A session for ``proto`` (a graph from :mod:`pathonnx.graph`) on ``providers``;
-    ``profile``: a file prefix to profile its runs under."""
+    ``profile``: a file prefix to profile its runs under. Raises when onnxruntime silently
+    starts the session without the first provider asked for (CUDA that failed to load)."""
+    wanted = provider_names(providers)[0]
+    if wanted == "CUDAExecutionProvider":
+        _load_cuda_libraries()
     options = ort.SessionOptions()
     if profile is not None:
         options.enable_profiling, options.profile_file_prefix = True, profile
@@ -107,13 +126,21 @@ def make_session(proto, providers: list, profile: str | None = None) -> ort.Infe
     # were slower (measured on integrated gradients).
     options.enable_mem_pattern = False
     try:
-        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(
             f"onnxruntime cannot run the model ({first}); check that the original file runs in "
             "onnxruntime, and report it if it does"
         ) from None
+    if wanted not in session.get_providers():
+        raise InputError(
+            f"onnxruntime could not start its {wanted} and would run on "
+            f"{', '.join(session.get_providers())} instead; install the CUDA and cuDNN libraries "
+            "it needs (pip install 'onnxruntime-gpu[cuda,cudnn]', or import torch first), or use "
+            "device='cpu' (--device cpu)"
+        )
+    return session
 
 
 def node_providers(proto, providers: list, feeds: dict) -> Counter:
