@@ -178,7 +178,7 @@ def test_neuron_intgrad_matches_the_paper(arch, exported):
     scores = pathonnx.methods.critical._intgrad_scores(model, x, TARGETS, steps=6, batch=4)
     reference = intgrad_reference(TorchOracle(module), x, TARGETS, steps=6)
     for gate, ref in zip(model.gates, reference):
-        got = scores[gate.name]
+        got = model.engine.dev.host(scores[gate.name])
         assert np.abs(got - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1e-12), gate.name
     pathway = pathonnx.critical_pathway(model, x, TARGETS, method="intgrad", steps=6)
     everything = np.concatenate([r.reshape(2, -1) for r in reference], axis=1)

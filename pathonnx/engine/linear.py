@@ -86,6 +86,12 @@ class LinearEngine:
 
     cached_session = _cached  # for the sweeps' small graphs (engine.sweep)
 
+    def run_small(self, key: tuple, build, feeds: dict, outputs: list[str]) -> list:
+        """Run one of the sweeps' small graphs (:mod:`pathonnx.graph.choice`), built by
+        ``build()`` once per ``key``: OrtValues or arrays in, OrtValues on the device out."""
+        _, session = self._cached(key, build)
+        return self.dev.run(session, feeds, outputs)
+
     @property
     def walks_sparse(self) -> bool:
         """Whether sweeps may walk few rows sparse in numpy below narrow gates: on the CPU,
@@ -159,27 +165,34 @@ class LinearEngine:
 
         return pattern(graph, x, values, read)
 
-    def values(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-        """The named intermediate tensors of the forward pass at ``x`` (and x itself)."""
+    def values(self, x: np.ndarray, names: list[str]) -> OnDevice:
+        """The named intermediate tensors of the forward pass at ``x`` (and x itself), on the
+        device."""
         names = sorted(set(names) - {self.graph.input_name})
         _, session = self._cached(("values", tuple(names)),
                                   lambda: self.graph.with_outputs(names))  # fmt: skip
-        found = dict(zip(names, session.run(names, {self.graph.input_name: x})))
-        return {**found, self.graph.input_name: x}
+        found = dict(zip(names, self.dev.run(session, {self.graph.input_name: x}, names)))
+        return OnDevice(self.dev, {**found, self.graph.input_name: self.dev.put(x)})
 
-    def suffix_forward(self, cut: int, feeds: dict[str, np.ndarray]) -> Forward:
-        """The network above ``cut`` run on the tensors live there (``feeds``): its logits and
-        the pattern made above the cut. Its ``x`` is an empty placeholder (N, 0)."""
+    def suffix_forward(self, cut: int, feeds: dict) -> Forward:
+        """The network above ``cut`` run on the tensors live there (``feeds``, OrtValues or
+        arrays): its logits and the pattern made above the cut, on the device. Its ``x`` is an
+        empty placeholder (N, 0)."""
         _, session = self._cached(("suffix", cut), lambda: self.graph.suffix(cut))
         outputs = [o.name for o in session.get_outputs()]
-        got = dict(zip(outputs, session.run(outputs, feeds)))
-        graph = self.graph
+        got = dict(zip(outputs, self.dev.run(session, feeds, outputs)))
+        graph, dev = self.graph, self.dev
+        logits = dev.host(got[outputs[0]])
+
+        def view(pairs):
+            return OnDevice(dev, {key: got[name] for key, name in pairs if name in got})
+
         return Forward(
-            x=np.empty((len(got[outputs[0]]), 0)),
-            logits=got[outputs[0]],
-            activations={g.name: got[g.name] for g in graph.gates if g.name in got},
-            preactivations={g.name: got[g.input] for g in graph.gates if g.input in got},
-            argmax={p.name: got[p.argmax] for p in graph.maxpools if p.argmax in got},
+            x=np.empty((len(logits), 0)),
+            logits=logits,
+            activations=view((g.name, g.name) for g in graph.gates),
+            preactivations=view((g.name, g.input) for g in graph.gates),
+            argmax=view((p.name, p.argmax) for p in graph.maxpools),
         )
 
     # -- the adjoint ------------------------------------------------------------------------------

@@ -214,3 +214,58 @@ def top_units_graph() -> onnx.ModelProto:
     index.dtype = np.int64
     h_at = em.op("GatherElements", [h, index], {"axis": 1}, hint="h_at")
     return em.graph(_named(em, [index, h_at], ["index", "h_at"]), "top_units")
+
+
+# -- NeuronIntGrad (Khakzar et al., CVPR 2021): the network above a gate on scaled activations --
+
+
+def repeat_graph(scaled: bool) -> onnx.ModelProto:
+    """inputs   v (N, ...) a tensor live at a cut; alpha (m,) float32
+    outputs  out (N·m, ...): every sample repeated m times (sample-major: row n·m + j), times
+             alpha[j] when ``scaled``"""
+    em = Emitter(OPSET)
+    v, alpha = em.input("v", np.float32, None), em.input("alpha", np.float32, ["m"])
+    dims = em.op("Shape", [v], dtype=np.int64)
+    n = em.op("Slice", [dims, em.ints([0]), em.ints([1])], dtype=np.int64)
+    rest = em.op("Slice", [dims, em.ints([1]), em.ints([1 << 30])], dtype=np.int64)
+    m = em.op("Shape", [alpha], dtype=np.int64)
+    wide = em.op("Concat", [n, m, rest], {"axis": 0}, dtype=np.int64)
+    out = em.op("Expand", [em.op("Unsqueeze", [v, em.ints([1])]), wide], hint="repeated")
+    if scaled:
+        ones = em.op("ConstantOfShape", [em.op("Shape", [rest], dtype=np.int64)],
+                     {"value": onnx.helper.make_tensor("one", onnx.TensorProto.INT64, [1], [1])},
+                     dtype=np.int64)  # fmt: skip
+        shape = em.op("Concat", [em.ints([1, -1]), ones], {"axis": 0}, dtype=np.int64)
+        out = em.op("Mul", [out, em.op("Reshape", [alpha, shape])], hint="scaled")
+    flat = em.op("Concat", [em.ints([-1]), rest], {"axis": 0}, dtype=np.int64)
+    return em.graph(_named(em, [em.op("Reshape", [out, flat])], ["out"]), "repeat")
+
+
+def accumulate_graph(first: bool) -> onnx.ModelProto:
+    """inputs   ct (N·m, ...) the cotangents at a gate for m scaled copies of each sample;
+             v (N, ...) the gate's output (for N); [total (N, ...) float64, unless ``first``]
+    outputs  total (N, ...) float64: the sum over the m copies, added to ``total``"""
+    em = Emitter(OPSET)
+    ct, v = em.input("ct", np.float32, None), em.input("v", np.float32, None)
+    dims = em.op("Shape", [v], dtype=np.int64)
+    n = em.op("Slice", [dims, em.ints([0]), em.ints([1])], dtype=np.int64)
+    rest = em.op("Slice", [dims, em.ints([1]), em.ints([1 << 30])], dtype=np.int64)
+    wide = em.op("Concat", [n, em.ints([-1]), rest], {"axis": 0}, dtype=np.int64)
+    ct = em.op("Cast", [em.op("Reshape", [ct, wide])], {"to": onnx.TensorProto.DOUBLE},
+               dtype=np.float64)  # fmt: skip
+    total = em.op("ReduceSum", [ct, em.ints([1])], {"keepdims": 0}, dtype=np.float64)
+    if not first:
+        total = em.op("Add", [em.input("total0", np.float64, None), total], dtype=np.float64)
+    return em.graph(_named(em, [total], ["total"]), "accumulate")
+
+
+def intgrad_score_graph() -> onnx.ModelProto:
+    """inputs v (N, ...) the gate's output; total (N, ...) float64; steps (1,) float64
+    output score (N, ...) float32: |v ⊙ total / steps|, in float64 before the cast"""
+    em = Emitter(OPSET)
+    v = em.op("Cast", [em.input("v", np.float32, None)], {"to": onnx.TensorProto.DOUBLE},
+              dtype=np.float64)  # fmt: skip
+    total, steps = em.input("total", np.float64, None), em.input("steps", np.float64, [1])
+    product = em.op("Mul", [v, total], dtype=np.float64)
+    score = em.op("Abs", [em.op("Div", [product, steps], dtype=np.float64)], dtype=np.float64)
+    return em.graph(_named(em, [em.op("Cast", [score], {"to": 1})], ["score"]), "intgrad_score")

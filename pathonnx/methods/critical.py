@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import gate_cotangents, network_top, one_hot
+from ..graph.choice import accumulate_graph, intgrad_score_graph, repeat_graph
 from .pathway import Pathway, network_wide_start, pathway_from_counts
 from .registry import INTEGER, SPARSITY, Param, family, register
 
@@ -58,33 +59,42 @@ def intgrad(model, x, target, sparsity, steps):
     """NeuronIntGrad critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
     fwd, target = network_wide_start(model, x, target, sparsity)
     scores = _intgrad_scores(model, fwd.x, target, int(steps), batch=16)
-    scores = {name: value.astype(np.float32) for name, value in scores.items()}
     return _keep_top(model, fwd, target, "intgrad", sparsity, scores=scores)
 
 
 def _intgrad_scores(model, x: np.ndarray, target: np.ndarray, steps: int, batch: int):
     """NeuronIntGrad scores, gate by gate: |a ⊙ (1/m) Σ_k ∂y(α_k a)/∂a| with the network above
-    each gate re-evaluated on the scaled activations (α on a midpoint grid of m steps)."""
-    engine, n, k = model.engine, len(x), model.num_outputs
+    each gate re-evaluated on the scaled activations (α on a midpoint grid of m steps).
+
+    Everything stays on the device: the live tensors, their scaled copies (sample-major: row
+    n·m + j), the suffix's pattern, the cotangents and their float64 sum (the small graphs of
+    :mod:`pathonnx.graph.choice`). Returns gate name -> float32 scores, as OrtValues."""
+    engine, k = model.engine, model.num_outputs
+    run = engine.run_small
     cuts = engine.gate_cuts()
     crossing = {c: model.graph.live(c) for c in cuts}
     values = engine.values(x, [name for names in crossing.values() for name in names])
-    alphas = (np.arange(steps) + 0.5) / steps
+    alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)
     scores = {}
     for gate, cut in zip(model.gates, cuts):
-        mean = np.zeros((n, *gate.shape), np.float64)
+        total = None
         for lo in range(0, steps, batch):
             a = alphas[lo : lo + batch]
-            m = len(a)
             feeds = {}
             for name in crossing[cut]:
-                tiled = np.repeat(values[name], m, axis=0)  # sample-major: row n·m + j
-                if name == gate.name:
-                    tiled = tiled * np.tile(a, n).reshape(-1, *[1] * len(gate.shape))
-                feeds[name] = np.ascontiguousarray(tiled, np.float32)
+                scaled = name == gate.name
+                (feeds[name],) = run(("repeat", scaled), lambda s=scaled: repeat_graph(s),
+                                     {"v": values.value(name), "alpha": a}, ["out"])  # fmt: skip
             fwd = engine.suffix_forward(cut, feeds)
-            seeds = one_hot(np.repeat(target, m), k)
-            cotangents, _ = engine.stage(fwd, {"seed": seeds}, None, cut, single_row=True)
-            mean += cotangents[f"ct:{gate.name}"].reshape(n, m, *gate.shape).sum(axis=1)
-        scores[gate.name] = np.abs(values[gate.name] * mean / steps)
+            seeds = one_hot(np.repeat(target, len(a)), k)
+            cotangents, _ = engine.stage(fwd, {"seed": seeds}, None, cut, single_row=True,
+                                         keep=True)  # fmt: skip
+            sums = {"ct": cotangents[f"ct:{gate.name}"], "v": values.value(gate.name)}
+            first = total is None
+            if not first:
+                sums["total0"] = total
+            (total,) = run(("accumulate", first), lambda f=first: accumulate_graph(f), sums,
+                           ["total"])  # fmt: skip
+        feeds = {"v": values.value(gate.name), "total": total, "steps": np.array([steps], float)}
+        (scores[gate.name],) = run(("intgrad_score",), intgrad_score_graph, feeds, ["score"])
     return scores
