@@ -349,3 +349,26 @@ def test_a_cuda_provider_that_does_not_start_is_an_error_not_a_silent_cpu_run(wi
     assert result.exit_code == 2
     assert "could not start its CUDAExecutionProvider" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("method", "params"), [("greedy", {"rounds": 3}), ("dgr", {"steps": 3})])
+def test_pruning_keeps_gate_sized_arrays_on_the_device(method, params, monkeypatch):
+    # greedy's scores and removals and DGR's Adam steps run on the device: what comes back is
+    # the masks, W^p and DGR's learned gates (its statistics), never a round's activations
+    def no_plain_run(*args, **kwargs):
+        raise AssertionError("a session ran without IOBinding: its outputs went to numpy")
+
+    monkeypatch.setattr(ort.InferenceSession, "run", no_plain_run)
+    model = pathonnx.load(VGG, device="cpu")
+    x = np.random.default_rng(3).standard_normal((2, *model.input_shape)).astype(np.float32)
+    copies = []
+    model.engine.dev.on_host = lambda array: copies.append(array.shape)
+    pathway = pathonnx.pruned_pathway(model, x, method=method, sparsity=0.8, **params)
+    smallest = 2 * min(g.units for g in model.gates)
+    big = sorted(shape for shape in copies if np.prod(shape) >= smallest)
+    results = [(2, *g.shape) for g in model.gates] + [(2, *model.input_shape)]
+    if method == "dgr":
+        results += [(2, g.units) for g in model.gates]  # stats["gates"], the learned λ
+    assert big == sorted(results), copies
+    kept = sum(int(m.sum()) for m in pathway.masks.values())
+    assert kept <= 0.2 * 2 * sum(g.units for g in model.gates) + 2

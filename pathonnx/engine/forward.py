@@ -75,32 +75,22 @@ def pattern_outputs(graph) -> list[str]:
     return names + [name for name in wanted if name not in names]
 
 
-def pattern(graph, x: np.ndarray, values: Mapping, read=None, logits=None) -> Forward:
-    """The :class:`Forward` of a run of ``graph`` at ``x`` whose outputs are ``values`` (by tensor
-    name). ``read(tensor name)`` gives a LeakyRelu/PRelu gate's input (default: ``values``).
-    ``values`` may be :class:`OnDevice`; then the pattern stays there (``logits`` given, read)."""
-    if isinstance(values, OnDevice):
-        dev = values.device
-        on = {**values.values, graph.input_name: dev.put(x)}
+def pattern(graph, x: np.ndarray, values: OnDevice, logits: np.ndarray, read=None) -> Forward:
+    """The :class:`Forward` of a run of ``graph`` at ``x`` whose outputs ``values`` (by tensor
+    name) stay on the device; ``logits`` (N, K) already read. ``read(tensor name)``: the name
+    of the output holding a LeakyRelu/PRelu gate's input (default: the same name)."""
+    dev, read = values.device, read or (lambda name: name)
+    on = {**values.values, graph.input_name: dev.put(x)}
 
-        def view(pairs):
-            return OnDevice(dev, {key: on[name] for key, name in pairs})
+    def view(pairs):
+        return OnDevice(dev, {key: on[name] for key, name in pairs})
 
-        return Forward(
-            x=x,
-            logits=logits,
-            activations=view((g.name, g.name) for g in graph.gates),
-            preactivations=view((g.name, g.input) for g in graph.gates if g.reads_input),
-            argmax=view((m.name, m.argmax) for m in graph.maxpools),
-        )
-    values = {**values, graph.input_name: x}
-    read = read or values.__getitem__
     return Forward(
         x=x,
-        logits=values[graph.logits_name],
-        activations={g.name: values[g.name] for g in graph.gates},
-        preactivations={g.name: read(g.input) for g in graph.gates if g.reads_input},
-        argmax={m.name: values[m.argmax] for m in graph.maxpools},
+        logits=logits,
+        activations=view((g.name, g.name) for g in graph.gates),
+        preactivations=view((g.name, read(g.input)) for g in graph.gates if g.reads_input),
+        argmax=view((m.name, m.argmax) for m in graph.maxpools),
     )
 
 

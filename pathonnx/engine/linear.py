@@ -133,7 +133,7 @@ class LinearEngine:
         found = self.dev.run(self.session, {self.graph.input_name: x}, names)
         values = OnDevice(self.dev, dict(zip(names, found)))
         logits = self.dev.host(values.value(self.graph.logits_name))
-        return pattern(self.graph, x, values, logits=logits)
+        return pattern(self.graph, x, values, logits)
 
     def logits(self, x, batch: int = 64) -> np.ndarray:
         """Logits only, (N, K), ``batch`` samples per onnxruntime call."""
@@ -146,24 +146,26 @@ class LinearEngine:
         ]
         return np.concatenate(runs)
 
-    def scaled_forward(self, x: np.ndarray, scales: dict[str, np.ndarray]) -> Forward:
+    def scaled_forward(self, x: np.ndarray, scales: dict) -> Forward:
         """The forward pass with each gate's output multiplied by ``scales[gate]`` (float,
-        broadcastable to (N, *gate.shape); 1 where not given): logits and activation pattern of
-        that network. The pattern's ``activations`` are the gate outputs before their scale."""
-        graph = self.graph
+        broadcastable to (N, *gate.shape), an array or an OrtValue; 1 where not given): logits
+        and activation pattern of that network, on the device. The pattern's ``activations``
+        are the gate outputs before their scale."""
+        graph, dev = self.graph, self.dev
         _, session = self._cached(("scaled",), graph.scaled)
         x = np.ascontiguousarray(x, np.float32)
         feeds = {graph.input_name: x}
         for info in session.get_inputs()[1:]:
-            feeds[info.name] = _scale_feed(scales, info)
+            given = scales.get(info.name.partition(":")[2])
+            feeds[info.name] = given if isinstance(given, OrtValue) else _scale_feed(scales, info)
         outputs = [o.name for o in session.get_outputs()]
-        values = dict(zip(outputs, session.run(outputs, feeds)))
-        values[graph.input_name] = x
+        values = dict(zip(outputs, dev.run(session, feeds, outputs)))
 
         def read(name):  # a gate reading another gate reads it scaled
-            return values.get(f"{name}__scaled", values.get(name))
+            return f"{name}__scaled" if f"{name}__scaled" in values else name
 
-        return pattern(graph, x, values, read)
+        logits = dev.host(values[graph.logits_name])
+        return pattern(graph, x, OnDevice(dev, values), logits, read)
 
     def values(self, x: np.ndarray, names: list[str]) -> OnDevice:
         """The named intermediate tensors of the forward pass at ``x`` (and x itself), on the
@@ -308,7 +310,10 @@ class LinearEngine:
                 rank = len(info.shape)
                 feeds[info.name] = masks.get(name, np.ones((1,) * rank, bool))
             elif kind == "scale":
-                feeds[info.name] = _scale_feed(scales or {}, info)
+                given = (scales or {}).get(name)
+                feeds[info.name] = (
+                    given if isinstance(given, OrtValue) else _scale_feed(scales or {}, info)
+                )
         return feeds
 
     # -- running ----------------------------------------------------------------------------------

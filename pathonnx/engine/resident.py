@@ -107,6 +107,13 @@ def device_value(values: Mapping, name: str):
     return values[name]
 
 
+def dtype_of(value) -> np.dtype:
+    """The numpy dtype of an OrtValue or an array."""
+    if isinstance(value, OrtValue):
+        return np.dtype(np.float64 if value.data_type() == "tensor(double)" else np.float32)
+    return np.asarray(value).dtype
+
+
 def shape_of(value) -> tuple[int, ...]:
     """The shape of an OrtValue or an array."""
     return tuple(value.shape()) if isinstance(value, OrtValue) else tuple(value.shape)

@@ -22,7 +22,7 @@ from ..graph.choice import (
     top_units_graph,
 )
 from .forward import one_hot
-from .resident import OrtValue, device_value, shape_of
+from .resident import OrtValue, device_value, dtype_of, shape_of
 
 
 class RowStore:
@@ -144,15 +144,17 @@ def percentile_rank(units: int, sparsity: float) -> int:
 def network_top(engine, fwd, gates, sparsity: float, cotangents=None, scores=None):
     """The units of ``gates`` whose score is above the network-wide ``sparsity`` percentile,
     ranked where the values are. Scores are |h ⊙ cotangent| (``cotangents``: gate name ->
-    (N, *gate.shape)), or given (``scores``). Returns the masks (gate name -> OrtValue
-    (N, *gate.shape)) and per gate the units kept and, of them, those inactive at x ((N,))."""
+    (N, *gate.shape)), or given (``scores``: float32 or float64, (N, *gate.shape) or
+    (N, units)). Returns the masks (gate name -> OrtValue (N, *gate.shape)) and per gate the
+    units kept and, of them, those inactive at x ((N,))."""
     count, product = len(gates), cotangents is not None
+    dtype = np.float32 if product else dtype_of(scores[gates[0].name]).type
     feeds = {f"h{i}": device_value(fwd.activations, g.name) for i, g in enumerate(gates)}
     for i, g in enumerate(gates):
         feeds[f"g{i}" if product else f"s{i}"] = (cotangents if product else scores)[g.name]
     feeds["k"] = np.array([percentile_rank(sum(g.units for g in gates), sparsity)], np.int64)
-    _, session = engine.cached_session(("network_top", count, product),
-                                       lambda: network_top_graph(count, product))  # fmt: skip
+    key = ("network_top", count, product, np.dtype(dtype).name)
+    _, session = engine.cached_session(key, lambda: network_top_graph(count, product, dtype))
     names = [f"{kind}{i}" for kind in ("m", "kept", "dead") for i in range(count)]
     found = engine.dev.run(session, feeds, names)
     masks = {g.name: found[i] for i, g in enumerate(gates)}

@@ -156,12 +156,13 @@ def _named(em: Emitter, values: list, names) -> list:
     return outs
 
 
-def network_top_graph(count: int, product: bool) -> onnx.ModelProto:
+def network_top_graph(count: int, product: bool, dtype=np.float32) -> onnx.ModelProto:
     """The critical pathway's choice (Khakzar et al., CVPR 2021): every unit of every gate
     ranked together, the units above the network-wide percentile kept.
 
     inputs   h0 .. h{count-1} (N, *gate) the gates' outputs; with ``product``, g0 .. the
-             cotangents at them, and the score is |h ⊙ g| (NeuronMCT); else s0 .. the scores;
+             cotangents at them, and the score is |h ⊙ g| (NeuronMCT); else s0 .. the scores
+             (of ``dtype``);
              k (1,) int64: how many of the T units rank at or above the threshold
     outputs  m0 .. (N, *gate) bool: score > threshold; kept0 .., dead0 .. (N,) float32: per
              gate the units kept, and of them those with h ≤ 0 at x
@@ -176,23 +177,28 @@ def network_top_graph(count: int, product: bool) -> onnx.ModelProto:
         gs_ = [em.input(f"g{i}", np.float32, None) for i in range(count)]
         scores = [em.op("Abs", [em.op("Mul", [h, g])]) for h, g in zip(hs, gs_)]
     else:
-        scores = [em.input(f"s{i}", np.float32, None) for i in range(count)]
+        scores = [em.input(f"s{i}", dtype, None) for i in range(count)]
     flat = [em.reshape(s, [0, -1], "flat") for s in scores]
     every = flat[0] if count == 1 else em.op("Concat", flat, {"axis": 1}, hint="every")
     k = em.input("k", np.int64, [1])
-    top, order = em.op("TopK", [every, k], {"axis": 1, "largest": 1, "sorted": 0}, outputs=2)
+    kind = np.float32 if product else dtype
+    for value in flat + ([every] if count > 1 else []):
+        value.dtype = kind
+    top, order = em.op("TopK", [every, k], {"axis": 1, "largest": 1, "sorted": 0}, outputs=2,
+                       dtype=kind)  # fmt: skip
     order.dtype = np.int64
-    threshold = em.op("ReduceMin", [top], {"axes": [1], "keepdims": 1}, hint="threshold")
+    threshold = em.op("ReduceMin", [top], {"axes": [1], "keepdims": 1}, hint="threshold",
+                      dtype=kind)  # fmt: skip
     zero = em.const(np.float32(0))
     masks, kept, dead = [], [], []
-    for h, f, s in zip(hs, flat, scores):
+    for h, f in zip(hs, flat):
         m = em.op("Greater", [f, threshold], dtype=bool)
         inactive = em.op("Not", [em.op("Greater", [em.reshape(h, [0, -1]), zero], dtype=bool)],
                          dtype=bool)  # fmt: skip
         for value, into in ((m, kept), (em.op("And", [m, inactive], dtype=bool), dead)):
             into.append(em.op("ReduceSum", [em.op("Cast", [value], {"to": 1}), em.ints([1])],
                               {"keepdims": 0}))  # fmt: skip
-        masks.append(em.op("Reshape", [m, em.op("Shape", [s], dtype=np.int64)], dtype=bool))
+        masks.append(em.op("Reshape", [m, em.op("Shape", [h], dtype=np.int64)], dtype=bool))
     names = [f"m{i}" for i in range(count)]
     outs = [*masks, *kept, *dead]
     names += [f"kept{i}" for i in range(count)] + [f"dead{i}" for i in range(count)]
@@ -269,3 +275,150 @@ def intgrad_score_graph() -> onnx.ModelProto:
     product = em.op("Mul", [v, total], dtype=np.float64)
     score = em.op("Abs", [em.op("Div", [product, steps], dtype=np.float64)], dtype=np.float64)
     return em.graph(_named(em, [em.op("Cast", [score], {"to": 1})], ["score"]), "intgrad_score")
+
+
+# -- DGR (distillation guided routing): Adam on the per-unit gates -----------------------------
+
+
+def adam_graph() -> onnx.ModelProto:
+    """One Adam step (β = 0.9, 0.999, ε = 1e-8) on one gate's per-unit scales λ, projected onto
+    λ ≥ 0, in the dtypes of pathonnx's numpy statement of it (float32 gradient, float64 state).
+
+    inputs   h, g (N, *gate) float32: the gate's output and the loss's cotangent at it;
+             lam, first, second (N, units) float64; gamma (1,) float32, the l1 weight;
+             c1 (1,) float64 = lr / (1 − 0.9^t); c2 (1,) float64 = 1 − 0.999^t
+    outputs  lam, first, second (N, units) float64; scale (N, *gate) float32: the new λ"""
+    em = Emitter(OPSET)
+    f64 = onnx.TensorProto.DOUBLE
+    h, g = em.input("h", np.float32, None), em.input("g", np.float32, None)
+    lam, first, second = (em.input(f"{name}0", np.float64, ["N", "U"])
+                          for name in ("lam", "first", "second"))  # fmt: skip
+    gamma = em.input("gamma", np.float32, [1])
+    c1, c2 = em.input("c1", np.float64, [1]), em.input("c2", np.float64, [1])
+    flat = [em.reshape(v, [0, -1]) for v in (h, g)]
+    grad = em.op("Add", [em.op("Mul", flat), gamma], hint="grad")  # float32, as numpy's
+
+    def up(value):
+        return em.op("Cast", [value], {"to": f64}, dtype=np.float64)
+
+    def f32(value):
+        return em.const(np.float32(value))
+
+    def f64c(value):
+        return em.const(np.float64(value), dtype=np.float64)
+
+    first = em.op("Add", [em.op("Mul", [first, f64c(0.9)], dtype=np.float64),
+                          up(em.op("Mul", [grad, f32(0.1)]))], dtype=np.float64)  # fmt: skip
+    squared = em.op("Mul", [em.op("Mul", [grad, f32(0.001)]), grad])
+    second = em.op("Add", [em.op("Mul", [second, f64c(0.999)], dtype=np.float64), up(squared)],
+                   dtype=np.float64)  # fmt: skip
+    root = em.op("Sqrt", [em.op("Div", [second, c2], dtype=np.float64)], dtype=np.float64)
+    denom = em.op("Add", [root, f64c(1e-8)], dtype=np.float64)
+    step = em.op("Div", [em.op("Mul", [c1, first], dtype=np.float64), denom], dtype=np.float64)
+    lam = em.op("Max", [em.op("Sub", [lam, step], dtype=np.float64), f64c(0.0)],
+                dtype=np.float64)  # fmt: skip
+    scale = em.op("Reshape", [em.op("Cast", [lam], {"to": 1}), em.op("Shape", [h], dtype=np.int64)])
+    return em.graph(_named(em, [lam, first, second, scale], ["lam", "first", "second", "scale"]),
+                    "adam")  # fmt: skip
+
+
+# -- Greedy Taylor pruning (Khakzar et al.): rounds of scoring and removal ----------------------
+
+
+def greedy_graph(count: int, mode: str) -> onnx.ModelProto:
+    """One step of greedy Taylor pruning over ``count`` gates, on the device.
+
+    inputs   h0 .. (N, *gate) float32 the pruned network's gate outputs; g0 .. the cotangents
+             there; keep0 .. (N, *gate) bool the units still kept. The score of a unit is
+             |keep·h|·|g|; it is alive when kept with a nonzero score.
+    ``mode``:
+    - ``"count"``: output count (N,) float64, the units alive;
+    - ``"drop"``: inputs drop (N,) int64, k (1,) int64 = max(drop) ≥ 1; outputs next0 ..
+      (the new keep) and scale0 .. (the same as float32): each sample's ``drop``
+      lowest-scoring alive units removed (ties: the lower index first, as a stable argsort);
+    - ``"final"``: inputs budget (1,) int64; a0 .. (N, *gate) the gate outputs at x, unpruned;
+      outputs m0 .. the alive units, only the ``budget`` best where more are alive, and per
+      gate kept0 .., dead0 .. (N,) float32: units chosen, and of them those with a ≤ 0 at x."""
+    em = Emitter(OPSET)
+    hs = [em.input(f"h{i}", np.float32, None) for i in range(count)]
+    gs_ = [em.input(f"g{i}", np.float32, None) for i in range(count)]
+    keeps = [em.input(f"keep{i}", bool, None) for i in range(count)]
+    flat_keep = [em.reshape(k, [0, -1], dtype=bool) for k in keeps]
+    scores = []
+    for h, g, k in zip(hs, gs_, flat_keep):
+        kept_h = em.op("Mul", [em.op("Cast", [k], {"to": 1}), em.reshape(h, [0, -1])])
+        scores.append(
+            em.op("Mul", [em.op("Abs", [kept_h]), em.op("Abs", [em.reshape(g, [0, -1])])])
+        )
+
+    def joined(values, dtype=np.float32):
+        return values[0] if count == 1 else em.op("Concat", values, {"axis": 1}, dtype=dtype)
+
+    every, kept_all = joined(scores), joined(flat_keep, bool)
+    nonzero = em.op("Not", [em.op("Equal", [every, em.const(np.float32(0))], dtype=bool)],
+                    dtype=bool)  # fmt: skip
+    alive = em.op("And", [kept_all, nonzero], dtype=bool)
+    f64 = onnx.TensorProto.DOUBLE
+    alive_count = em.op("ReduceSum", [em.op("Cast", [alive], {"to": f64}, dtype=np.float64),
+                                      em.ints([1])], {"keepdims": 0}, dtype=np.float64)  # fmt: skip
+    units = [em.op("Slice", [em.op("Shape", [f], dtype=np.int64), em.ints([1]), em.ints([2])],
+                   dtype=np.int64) for f in flat_keep]  # fmt: skip
+    sizes = units[0] if count == 1 else em.op("Concat", units, {"axis": 0}, dtype=np.int64)
+
+    def split(value, dtype):
+        if count == 1:
+            return [value]
+        return em.op("Split", [value, sizes], {"axis": 1}, outputs=count, dtype=dtype)
+
+    if mode == "count":
+        return em.graph(_named(em, [alive_count], ["count"]), "greedy_count")
+    if mode == "drop":
+        drop, k = em.input("drop", np.int64, ["N"]), em.input("k", np.int64, [1])
+        key = em.op("Where", [alive, every, em.const(np.float32(np.inf))])
+        _, order = em.op("TopK", [key, k], {"axis": 1, "largest": 0, "sorted": 1}, outputs=2)
+        order.dtype = np.int64
+        ranks = em.op("Range", [em.const(np.int64(0), dtype=np.int64),
+                                em.op("Squeeze", [k], dtype=np.int64),
+                                em.const(np.int64(1), dtype=np.int64)], dtype=np.int64)  # fmt: skip
+        chosen = em.op("Less", [em.op("Unsqueeze", [ranks, em.ints([0])], dtype=np.int64),
+                                em.op("Unsqueeze", [drop, em.ints([1])], dtype=np.int64)],
+                       dtype=bool)  # fmt: skip
+        current = em.op("Cast", [kept_all], {"to": 1})
+        there = em.op("GatherElements", [current, order], {"axis": 1})
+        updates = em.op("Where", [chosen, em.const(np.float32(0)), there])
+        new = em.op("ScatterElements", [current, order, updates], {"axis": 1})
+        parts = split(new, np.float32)
+        outs, names = [], []
+        for i, (part, h) in enumerate(zip(parts, hs)):
+            shape = em.op("Shape", [h], dtype=np.int64)
+            scale = em.op("Reshape", [part, shape])
+            outs += [em.op("Cast", [scale], {"to": onnx.TensorProto.BOOL}, dtype=bool), scale]
+            names += [f"next{i}", f"scale{i}"]
+        return em.graph(_named(em, outs, names), "greedy_drop")
+    budget = em.input("budget", np.int64, [1])
+    key = em.op("Where", [alive, every, em.const(np.float32(-np.inf))])
+    _, order = em.op("TopK", [key, budget], {"axis": 1, "largest": 1, "sorted": 1}, outputs=2)
+    order.dtype = np.int64
+    zero = onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0])
+    zeros = em.op("ConstantOfShape", [em.op("Shape", [every], dtype=np.int64)], {"value": zero})
+    ones = em.op("Expand", [em.const(np.ones((1, 1), np.float32)),
+                            em.op("Shape", [order], dtype=np.int64)])  # fmt: skip
+    best = em.op("Greater", [em.op("ScatterElements", [zeros, order, ones], {"axis": 1}),
+                             em.const(np.float32(0))], dtype=bool)  # fmt: skip
+    over = em.op("Greater", [alive_count, em.op("Cast", [budget], {"to": f64}, dtype=np.float64)],
+                 dtype=bool)  # fmt: skip
+    over = em.op("Unsqueeze", [over, em.ints([1])], dtype=bool)
+    under = em.op("Not", [over], dtype=bool)
+    final = em.op("And", [alive, em.op("Or", [under, best], dtype=bool)], dtype=bool)
+    outs, kept, dead, names = [], [], [], []
+    for i, (part, h) in enumerate(zip(split(final, bool), hs)):
+        a = em.reshape(em.input(f"a{i}", np.float32, None), [0, -1])
+        inactive = em.op("Not", [em.op("Greater", [a, em.const(np.float32(0))], dtype=bool)],
+                         dtype=bool)  # fmt: skip
+        for value, into in ((part, kept), (em.op("And", [part, inactive], dtype=bool), dead)):
+            into.append(em.op("ReduceSum", [em.op("Cast", [value], {"to": 1}), em.ints([1])],
+                              {"keepdims": 0}))  # fmt: skip
+        outs.append(em.op("Reshape", [part, em.op("Shape", [h], dtype=np.int64)], dtype=bool))
+    names = [f"m{i}" for i in range(count)]
+    names += [f"kept{i}" for i in range(count)] + [f"dead{i}" for i in range(count)]
+    return em.graph(_named(em, [*outs, *kept, *dead], names), "greedy_final")

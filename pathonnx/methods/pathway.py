@@ -40,18 +40,6 @@ class Pathway:
         return Pathway(masks, self.target[rows], pick, self.method, self.params, stats)
 
 
-def pathway_stats(fwd, masks: dict) -> dict:
-    """Per gate and sample: the units kept, and the share of them that were inactive
-    (h ≤ 0) at x (critical pathways keep none; pruning-objective pathways may)."""
-    kept = {name: m.reshape(len(m), -1).sum(1) for name, m in masks.items()}
-    dead = {
-        name: (~(fwd.activations[name] > 0) & mask).reshape(len(mask), -1).sum(1)
-        / np.maximum(kept[name], 1)
-        for name, mask in masks.items()
-    }
-    return {"units_kept": kept, "dead_share": dead}
-
-
 def network_wide_start(model, x, target, sparsity: float):
     """Checks shared by the network-wide pathway methods; returns the forward pass at x and
     the targets (default: the prediction)."""
@@ -59,15 +47,6 @@ def network_wide_start(model, x, target, sparsity: float):
         raise InputError(f"sparsity {sparsity} must be in [0, 1)")
     fwd = model.forward(x)
     return fwd, fwd.targets(target)
-
-
-def pathway_from_masks(model, fwd, target, flat: dict, method: str, params: dict, extra=None):
-    """The Pathway of per-gate masks (N, units): its linear model at x and its statistics."""
-    n = len(fwd.x)
-    masks = {g.name: flat[g.name].reshape(n, *g.shape) for g in model.gates}
-    linear = model.linearize(fwd.x, target, masks, fwd=fwd)
-    stats = {**pathway_stats(fwd, masks), **(extra or {})}
-    return Pathway(masks, target, linear, method, params, stats)
 
 
 def pathway_from_counts(model, fwd, target, masks: dict, kept: dict, dead: dict, method: str,

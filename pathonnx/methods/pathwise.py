@@ -214,7 +214,8 @@ class _Rows:
         self.kept[gate.name], self.dead[gate.name] = kept, dead
 
     def stats(self) -> dict:
-        """:func:`pathway_stats` of the masks, from the counts made where they were chosen."""
+        """The Pathway's statistics (units kept, the share of them inactive at x), from the
+        counts made where the masks were chosen."""
         share = {name: self.dead[name] / np.maximum(kept, 1) for name, kept in self.kept.items()}
         return {"units_kept": dict(self.kept), "dead_share": share}
 

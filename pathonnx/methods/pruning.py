@@ -29,9 +29,10 @@ import math
 
 import numpy as np
 
-from ..engine import gate_cotangents, softmax
+from ..engine import device_value, gate_cotangents, network_top, softmax
 from ..errors import InputError
-from .pathway import Pathway, network_wide_start, pathway_from_masks
+from ..graph.choice import adam_graph, greedy_graph
+from .pathway import Pathway, network_wide_start, pathway_from_counts
 from .registry import INTEGER, NUMBER, NUMBER_OR_UNIFORM, SEED, SPARSITY, Param, family, register
 
 
@@ -45,11 +46,15 @@ def pruned_pathway(
 
 
 def _pruned(name: str, solver, model, x, target, sparsity: float, params: dict) -> Pathway:
-    """Run ``solver`` at x and make the Pathway ``name`` of the units it keeps."""
+    """Run ``solver`` at x and make the Pathway ``name`` of the units it keeps: the solver
+    returns per-gate masks on the device with the units kept and the inactive ones among them,
+    and its own statistics."""
     fwd, target = network_wide_start(model, x, target, sparsity)
-    flat, extra = solver(model, fwd, target, float(sparsity), **params)
+    found, extra = solver(model, fwd, target, float(sparsity), **params)
     params = {"sparsity": float(sparsity), **params}
-    return pathway_from_masks(model, fwd, target, flat, name, params, extra)
+    pathway = pathway_from_counts(model, fwd, target, *found, name, params)
+    pathway.stats.update(extra)
+    return pathway
 
 
 def _budget(model, sparsity: float) -> int:
@@ -64,45 +69,51 @@ def _shaped(model, flat: dict, n: int, dtype) -> dict:
 def _greedy(model, fwd0, target, sparsity: float, rounds: int = 20):
     """Algorithm 1 of Khakzar et al.: rounds of Taylor scoring on the pruned network and
     removal of the lowest non-dead units, on a geometric schedule from the units with s ≠ 0 at
-    the start down to κ in ``rounds`` rounds (a few more if turned-on units need them)."""
+    the start down to κ in ``rounds`` rounds (a few more if turned-on units need them).
+
+    The scores, the removals and the masks stay on the device (graph/choice.greedy_graph);
+    each round brings back the count of units alive per sample."""
     if int(rounds) < 1:
         raise InputError(f"rounds {rounds} must be a positive number")
     n, gates, engine = len(fwd0.x), model.gates, model.engine
     budget = _budget(model, sparsity)
-    keep = {g.name: np.ones((n, g.units), bool) for g in gates}
-    sizes = np.cumsum([0] + [g.units for g in gates])
+    put, count_gates = engine.dev.put, len(gates)
+    keep = {g.name: put(np.ones((n, *g.shape), bool)) for g in gates}
+    scales = {g.name: put(np.ones((n, *g.shape), np.float32)) for g in gates}
     first = None
     for step in range(4 * int(rounds) + 1):
-        fwd = engine.scaled_forward(fwd0.x, _shaped(model, keep, n, np.float32))
-        grads = gate_cotangents(model, fwd, target, masks=_shaped(model, keep, n, bool))
-        score = np.concatenate(
-            [
-                np.abs(keep[g.name] * fwd.activations[g.name].reshape(n, -1))
-                * np.abs(grads[g.name].reshape(n, -1))
-                for g in gates
-            ],
-            axis=1,
-        )
-        alive = np.concatenate([keep[g.name] for g in gates], axis=1) & (score != 0)
-        count = alive.sum(axis=1)
+        fwd = engine.scaled_forward(fwd0.x, scales)
+        grads = gate_cotangents(model, fwd, target, masks=keep, keep=True)
+        feeds = {}
+        for i, g in enumerate(gates):
+            feeds.update({f"h{i}": device_value(fwd.activations, g.name),
+                          f"g{i}": grads[g.name], f"keep{i}": keep[g.name]})  # fmt: skip
+        build = lambda: greedy_graph(count_gates, "count")  # noqa: E731
+        (found,) = engine.run_small(("greedy", count_gates, "count"), build, feeds, ["count"])
+        count = engine.dev.host(found).astype(np.int64)
         first = count if first is None else first
         if (count <= budget).all() or step == 4 * int(rounds):
             break
         ratio = (budget / np.maximum(first, 1)) ** (1.0 / int(rounds))
         goal = np.maximum(budget, np.floor(first * ratio ** (step + 1))).astype(int)
-        for i in np.flatnonzero(count > budget):
-            drop = max(1, int(count[i] - goal[i]))
-            candidates = np.flatnonzero(alive[i])
-            order = np.argsort(score[i, candidates], kind="stable")[:drop]
-            for g, lo, hi in zip(gates, sizes[:-1], sizes[1:]):
-                hit = candidates[order]
-                hit = hit[(hit >= lo) & (hit < hi)] - lo
-                keep[g.name][i, hit] = False
-    for i in np.flatnonzero(count > budget):  # out of rounds: the κ best scores
-        worst = np.argsort(-np.where(alive[i], score[i], -np.inf), kind="stable")[budget:]
-        alive[i, worst] = False
-    chosen = {g.name: alive[:, lo:hi] for g, lo, hi in zip(gates, sizes[:-1], sizes[1:])}
-    return chosen, {"rounds": step + 1}
+        drop = np.where(count > budget, np.maximum(1, count - goal), 0).astype(np.int64)
+        feeds.update(drop=drop, k=np.array([max(1, int(drop.max()))], np.int64))
+        names = [f"{kind}{i}" for i in range(count_gates) for kind in ("next", "scale")]
+        build = lambda: greedy_graph(count_gates, "drop")  # noqa: E731
+        found = engine.run_small(("greedy", count_gates, "drop"), build, feeds, names)
+        for i, g in enumerate(gates):
+            keep[g.name], scales[g.name] = found[2 * i], found[2 * i + 1]
+    # the units alive at the last round; out of rounds, the κ best scores of them
+    feeds["budget"] = np.array([budget], np.int64)
+    for i, g in enumerate(gates):
+        feeds[f"a{i}"] = device_value(fwd0.activations, g.name)
+    names = [f"{kind}{i}" for kind in ("m", "kept", "dead") for i in range(count_gates)]
+    found = engine.run_small(("greedy", count_gates, "final"),
+                             lambda: greedy_graph(count_gates, "final"), feeds, names)  # fmt: skip
+    masks = {g.name: found[i] for i, g in enumerate(gates)}
+    kept, dead = ({g.name: engine.dev.host(found[j * count_gates + i]).astype(np.int64)
+                   for i, g in enumerate(gates)} for j in (1, 2))  # fmt: skip
+    return (masks, kept, dead), {"rounds": step + 1}
 
 
 def _dgr(
@@ -130,27 +141,30 @@ def _dgr(
         except (TypeError, ValueError):
             raise InputError(f"init {init!r} must be a number or 'uniform'") from None
         lam = {g.name: np.full((n, g.units), value) for g in gates}
-    first = {g.name: np.zeros((n, g.units)) for g in gates}
-    second = {g.name: np.zeros((n, g.units)) for g in gates}
+    put = engine.dev.put
+    scales = {name: put(value) for name, value in _shaped(model, lam, n, np.float32).items()}
+    state = {g.name: [put(lam[g.name]), put(np.zeros((n, g.units))), put(np.zeros((n, g.units)))]
+             for g in gates}  # fmt: skip
     teacher = softmax(fwd0.logits)
     losses = []
     for t in range(1, int(steps) + 1):
-        scales = _shaped(model, lam, n, np.float32)
         fwd = engine.scaled_forward(fwd0.x, scales)
         student = softmax(fwd.logits)
         losses.append(-(teacher * np.log(np.maximum(student, 1e-300))).sum(axis=1))
         seeds = (student - teacher).astype(np.float32)  # ∂CE/∂logits
-        grads = gate_cotangents(model, fwd, seeds=seeds, scales=scales)
-        for g in gates:
-            grad = fwd.activations[g.name].reshape(n, -1) * grads[g.name].reshape(n, -1) + gamma
-            first[g.name] = 0.9 * first[g.name] + 0.1 * grad
-            second[g.name] = 0.999 * second[g.name] + 0.001 * grad * grad
-            denom = np.sqrt(second[g.name] / (1 - 0.999**t)) + 1e-8
-            lam[g.name] = np.maximum(lam[g.name] - lr / (1 - 0.9**t) * first[g.name] / denom, 0.0)
-    values = np.concatenate([lam[g.name] for g in gates], axis=1)
-    threshold = np.percentile(values, 100 * sparsity, axis=1)
-    chosen = {g.name: lam[g.name] > threshold[:, None] for g in gates}
-    return chosen, {"gates": lam, "loss": np.stack(losses, axis=1)}
+        grads = gate_cotangents(model, fwd, seeds=seeds, scales=scales, keep=True)
+        constants = {"gamma": np.array([gamma], np.float32), "c1": np.array([lr / (1 - 0.9**t)]),
+                     "c2": np.array([1 - 0.999**t])}  # fmt: skip
+        for g in gates:  # Adam on the device (graph/choice.adam_graph)
+            feeds = {"h": device_value(fwd.activations, g.name), "g": grads[g.name], **constants}
+            feeds.update(zip(("lam0", "first0", "second0"), state[g.name]))
+            *state[g.name], scales[g.name] = engine.run_small(
+                ("adam",), adam_graph, feeds, ["lam", "first", "second", "scale"]
+            )
+    lam = {g.name: state[g.name][0] for g in gates}
+    chosen = network_top(engine, fwd0, gates, sparsity, scores=lam)
+    gates_found = {name: engine.dev.host(value) for name, value in lam.items()}
+    return chosen, {"gates": gates_found, "loss": np.stack(losses, axis=1)}
 
 
 @register("greedy", SPARSITY, Param("rounds", 20, INTEGER, "pruning rounds"),
