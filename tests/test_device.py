@@ -295,16 +295,24 @@ def test_the_network_wide_percentile_on_the_device_is_numpys(seed):
         np.testing.assert_array_equal(dead[gate.name], (want & inactive).reshape(2, -1).sum(1))
 
 
-@pytest.mark.parametrize("method", ["mct", "intgrad"])
-def test_critical_pathways_keep_gate_sized_arrays_on_the_device(method, monkeypatch):
+def _watched(monkeypatch, seed: int):
+    """shapes_vgg on the CPU with every session run bound (a plain run fails the test), a
+    batch of 2, and the shapes of every array copied to numpy (Device.host)."""
+
     def no_plain_run(*args, **kwargs):
         raise AssertionError("a session ran without IOBinding: its outputs went to numpy")
 
     monkeypatch.setattr(ort.InferenceSession, "run", no_plain_run)
     model = pathonnx.load(VGG, device="cpu")
-    x = np.random.default_rng(2).standard_normal((2, *model.input_shape)).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal((2, *model.input_shape)).astype(np.float32)
     copies = []
     model.engine.dev.on_host = lambda array: copies.append(array.shape)
+    return model, x, copies
+
+
+@pytest.mark.parametrize("method", ["mct", "intgrad"])
+def test_critical_pathways_keep_gate_sized_arrays_on_the_device(method, monkeypatch):
+    model, x, copies = _watched(monkeypatch, 2)
     pathway = pathonnx.critical_pathway(model, x, method=method, sparsity=0.8, steps=5)
     # logits of the scaled copies (N·steps, K) come back; nothing the size of a gate but masks
     smallest = 2 * min(g.units for g in model.gates)
@@ -355,14 +363,7 @@ def test_a_cuda_provider_that_does_not_start_is_an_error_not_a_silent_cpu_run(wi
 def test_pruning_keeps_gate_sized_arrays_on_the_device(method, params, monkeypatch):
     # greedy's scores and removals and DGR's Adam steps run on the device: what comes back is
     # the masks, W^p and DGR's learned gates (its statistics), never a round's activations
-    def no_plain_run(*args, **kwargs):
-        raise AssertionError("a session ran without IOBinding: its outputs went to numpy")
-
-    monkeypatch.setattr(ort.InferenceSession, "run", no_plain_run)
-    model = pathonnx.load(VGG, device="cpu")
-    x = np.random.default_rng(3).standard_normal((2, *model.input_shape)).astype(np.float32)
-    copies = []
-    model.engine.dev.on_host = lambda array: copies.append(array.shape)
+    model, x, copies = _watched(monkeypatch, 3)
     pathway = pathonnx.pruned_pathway(model, x, method=method, sparsity=0.8, **params)
     smallest = 2 * min(g.units for g in model.gates)
     big = sorted(shape for shape in copies if np.prod(shape) >= smallest)

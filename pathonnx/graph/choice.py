@@ -189,20 +189,25 @@ def network_top_graph(count: int, product: bool, dtype=np.float32) -> onnx.Model
     order.dtype = np.int64
     threshold = em.op("ReduceMin", [top], {"axes": [1], "keepdims": 1}, hint="threshold",
                       dtype=kind)  # fmt: skip
-    zero = em.const(np.float32(0))
+    chosen = [em.op("Greater", [f, threshold], dtype=bool) for f in flat]
+    return em.graph(_masks_and_counts(em, chosen, hs, hs), "network_top")
+
+
+def _masks_and_counts(em: Emitter, chosen: list, activations: list, like: list) -> list:
+    """Per gate i: the mask ``m{i}`` (``chosen[i]`` (N, units) shaped like ``like[i]``), the
+    units it keeps ``kept{i}`` and, of them, those inactive at x ``dead{i}`` (``activations[i]``
+    ≤ 0), both (N,) float32; as the graph's named outputs."""
     masks, kept, dead = [], [], []
-    for h, f in zip(hs, flat):
-        m = em.op("Greater", [f, threshold], dtype=bool)
-        inactive = em.op("Not", [em.op("Greater", [em.reshape(h, [0, -1]), zero], dtype=bool)],
-                         dtype=bool)  # fmt: skip
-        for value, into in ((m, kept), (em.op("And", [m, inactive], dtype=bool), dead)):
+    for mask, a, shape_of in zip(chosen, activations, like):
+        active = em.op("Greater", [em.reshape(a, [0, -1]), em.const(np.float32(0))], dtype=bool)
+        inactive = em.op("And", [mask, em.op("Not", [active], dtype=bool)], dtype=bool)
+        for value, into in ((mask, kept), (inactive, dead)):
             into.append(em.op("ReduceSum", [em.op("Cast", [value], {"to": 1}), em.ints([1])],
                               {"keepdims": 0}))  # fmt: skip
-        masks.append(em.op("Reshape", [m, em.op("Shape", [h], dtype=np.int64)], dtype=bool))
-    names = [f"m{i}" for i in range(count)]
-    outs = [*masks, *kept, *dead]
-    names += [f"kept{i}" for i in range(count)] + [f"dead{i}" for i in range(count)]
-    return em.graph(_named(em, outs, names), "network_top")
+        shape = em.op("Shape", [shape_of], dtype=np.int64)
+        masks.append(em.op("Reshape", [mask, shape], dtype=bool))
+    names = [f"{kind}{i}" for kind in ("m", "kept", "dead") for i in range(len(chosen))]
+    return _named(em, [*masks, *kept, *dead], names)
 
 
 def top_units_graph() -> onnx.ModelProto:
@@ -410,15 +415,5 @@ def greedy_graph(count: int, mode: str) -> onnx.ModelProto:
     over = em.op("Unsqueeze", [over, em.ints([1])], dtype=bool)
     under = em.op("Not", [over], dtype=bool)
     final = em.op("And", [alive, em.op("Or", [under, best], dtype=bool)], dtype=bool)
-    outs, kept, dead, names = [], [], [], []
-    for i, (part, h) in enumerate(zip(split(final, bool), hs)):
-        a = em.reshape(em.input(f"a{i}", np.float32, None), [0, -1])
-        inactive = em.op("Not", [em.op("Greater", [a, em.const(np.float32(0))], dtype=bool)],
-                         dtype=bool)  # fmt: skip
-        for value, into in ((part, kept), (em.op("And", [part, inactive], dtype=bool), dead)):
-            into.append(em.op("ReduceSum", [em.op("Cast", [value], {"to": 1}), em.ints([1])],
-                              {"keepdims": 0}))  # fmt: skip
-        outs.append(em.op("Reshape", [part, em.op("Shape", [h], dtype=np.int64)], dtype=bool))
-    names = [f"m{i}" for i in range(count)]
-    names += [f"kept{i}" for i in range(count)] + [f"dead{i}" for i in range(count)]
-    return em.graph(_named(em, [*outs, *kept, *dead], names), "greedy_final")
+    at_x = [em.input(f"a{i}", np.float32, None) for i in range(count)]
+    return em.graph(_masks_and_counts(em, split(final, bool), at_x, hs), "greedy_final")
