@@ -212,6 +212,10 @@ def test_the_sweep_keeps_gate_sized_arrays_on_the_device(monkeypatch):
         copies.clear()
         run()
         assert [s for s in copies if np.prod(s) > small] == [(2, *model.input_shape)], copies
+    copies.clear()
+    pathonnx.attribute(model, x, [0, 1], method="gradcam")  # the map comes back, not A or ∂y/∂A
+    spatial = [g for g in model.gates if len(g.shape) >= 3][-1].shape[1:]
+    assert [s for s in copies if np.prod(s) > small] == [(2, *spatial)], copies
     device = pathonnx.pathwise(model, x, width=40)
     for name, mask in reference.masks.items():
         np.testing.assert_array_equal(device.masks[name], mask)

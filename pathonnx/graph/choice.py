@@ -417,3 +417,20 @@ def greedy_graph(count: int, mode: str) -> onnx.ModelProto:
     final = em.op("And", [alive, em.op("Or", [under, best], dtype=bool)], dtype=bool)
     at_x = [em.input(f"a{i}", np.float32, None) for i in range(count)]
     return em.graph(_masks_and_counts(em, split(final, bool), at_x, hs), "greedy_final")
+
+
+def gradcam_graph() -> onnx.ModelProto:
+    """Grad-CAM (Selvaraju et al. 2017) at one gate: Σ_c mean(∂y/∂A_c) · A_c.
+
+    inputs h, g (N, C, *spatial) the gate's output and the cotangent at it
+    output cam (N, *spatial) float32"""
+    em = Emitter(OPSET)
+    h, g = em.input("h", np.float32, None), em.input("g", np.float32, None)
+    dims = em.op("Shape", [h], dtype=np.int64)
+    n = em.op("Slice", [dims, em.ints([0]), em.ints([1])], dtype=np.int64)
+    spatial = em.op("Slice", [dims, em.ints([2]), em.ints([1 << 30])], dtype=np.int64)
+    weights = em.op("ReduceMean", [em.reshape(g, [0, 0, -1])], {"axes": [2], "keepdims": 1})
+    cam = em.op("ReduceSum", [em.op("Mul", [weights, em.reshape(h, [0, 0, -1])]), em.ints([1])],
+                {"keepdims": 0})  # fmt: skip
+    shape = em.op("Concat", [n, spatial], {"axis": 0}, dtype=np.int64)
+    return em.graph(_named(em, [em.op("Reshape", [cam, shape])], ["cam"]), "gradcam")

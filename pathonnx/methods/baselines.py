@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import gate_cotangents
+from ..engine import device_value, gate_cotangents
 from ..errors import InputError
+from ..graph.choice import gradcam_graph
 from ..ops import DECONVNET, GRADIENT, GUIDED, Backward
 from .registry import BATCH, INTEGER, NUMBER, SEED, TEXT, Param, register
 
@@ -90,10 +91,10 @@ def gradcam_map(model, x, target, gate=None) -> np.ndarray:
     gate = gate or last_spatial_gate(model)
     fwd = model.forward(x)
     upto = len(model.gates) - [g.name for g in model.gates].index(gate.name)  # walk no lower
-    grads = gate_cotangents(model, fwd, target, upto)[gate.name]
-    spatial = tuple(range(2, grads.ndim))
-    weights = grads.mean(axis=spatial, keepdims=True)
-    return (weights * fwd.activations[gate.name]).sum(axis=1)
+    grads = gate_cotangents(model, fwd, target, upto, keep=True)[gate.name]
+    feeds = {"h": device_value(fwd.activations, gate.name), "g": grads}
+    (cam,) = model.engine.run_small(("gradcam",), gradcam_graph, feeds, ["cam"])
+    return model.engine.dev.host(cam)
 
 
 @register("gradcam", Param("gate", None, TEXT, "the gate's tensor name (default the last "
