@@ -268,7 +268,7 @@ def explain(
     target=None,
     paths: int | None = None,
     compare=(),
-    preprocess: Preprocess | dict | None = None,
+    preprocess: Preprocess | dict | str | None = None,
     labels=None,
     batch: int = 16,
     **params,
@@ -281,8 +281,9 @@ def explain(
     them, or an array (one sample ``(*input_shape)`` or a batch). ``target``: index or label
     name (default: the prediction). ``paths=M`` also decomposes the pathway into M paths (for
     methods that have a decomposition: pathwise). ``compare``: other method names run beside
-    it. ``preprocess``: a :class:`Preprocess` or a dict of its fields (default: the model's
-    metadata, else a default from its input shape). ``labels``: a list or a file (default: the
+    it. ``preprocess``: a :class:`Preprocess`, a dict of its fields, or a preset's name (as the
+    CLI's ``--preset``, e.g. ``"imagenet"``; default: the model's metadata, else a default from
+    its input shape). ``labels``: a list or a file (default: the
     model's metadata).
     """
     model = model if isinstance(model, Model) else load(model)
@@ -297,8 +298,15 @@ def explain(
         pre = None  # arrays are already in the model's input space
     else:
         pre = preprocess
-        if not isinstance(pre, Preprocess):
+        if isinstance(pre, str):
+            pre = image_preprocess(model, pre)
+        elif isinstance(pre, dict) or pre is None:
             pre = image_preprocess(model, **(pre or {}))
+        elif not isinstance(pre, Preprocess):
+            raise InputError(
+                f"preprocess {pre!r} is not understood; pass a preset's name (e.g. 'imagenet'), "
+                "a dict of Preprocess fields, or a Preprocess"
+            )
         samples = [item for path in inputs for item in load_inputs(path, pre, model.input_shape)]
         single = single and len(samples) == 1
     request = Request.make(model, method, target, paths, compare, pre, labels, params)

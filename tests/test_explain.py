@@ -419,3 +419,16 @@ def test_grey_to_rgb_and_input_shape(tmp_path):
     want = ((np.repeat(grey[..., None], 3, -1) / 255 - MEAN) / STD).transpose(2, 0, 1)
     np.testing.assert_allclose(x, want, atol=1e-5)
     assert report["method"] == "saliency"
+
+
+def test_the_api_takes_a_preset_by_name_as_the_cli_does(vgg):
+    # explain(..., preprocess="imagenet") is the CLI's --preset imagenet, not a raw TypeError
+    by_name = explain(vgg, str(IMAGE), preprocess="imagenet")
+    by_fields = explain(vgg, str(IMAGE), preprocess={"preset": "imagenet"})
+    np.testing.assert_array_equal(by_name.x, by_fields.x)
+    plain = explain(vgg, str(IMAGE))
+    assert not np.array_equal(by_name.x, plain.x)  # the ImageNet mean and std were applied
+    with pytest.raises(pathonnx.InputError, match="unknown preset 'imagenett'"):
+        explain(vgg, str(IMAGE), preprocess="imagenett")
+    with pytest.raises(pathonnx.InputError, match="preprocess 3 is not understood"):
+        explain(vgg, str(IMAGE), preprocess=3)
