@@ -77,20 +77,16 @@ def pattern_outputs(graph) -> list[str]:
 
 def pattern(graph, x: np.ndarray, values: OnDevice, logits: np.ndarray, read=None) -> Forward:
     """The :class:`Forward` of a run of ``graph`` at ``x`` whose outputs ``values`` (by tensor
-    name) stay on the device; ``logits`` (N, K) already read. ``read(tensor name)``: the name
-    of the output holding a LeakyRelu/PRelu gate's input (default: the same name)."""
-    dev, read = values.device, read or (lambda name: name)
-    on = {**values.values, graph.input_name: dev.put(x)}
-
-    def view(pairs):
-        return OnDevice(dev, {key: on[name] for key, name in pairs})
-
+    name, with the input itself) stay on the device; ``logits`` (N, K) already read.
+    ``read(tensor name)``: the name of the output holding a LeakyRelu/PRelu gate's input
+    (default: the same name)."""
+    read = read or (lambda name: name)
     return Forward(
         x=x,
         logits=logits,
-        activations=view((g.name, g.name) for g in graph.gates),
-        preactivations=view((g.name, read(g.input)) for g in graph.gates if g.reads_input),
-        argmax=view((m.name, m.argmax) for m in graph.maxpools),
+        activations=values.select((g.name, g.name) for g in graph.gates),
+        preactivations=values.select((g.name, read(g.input)) for g in graph.gates if g.reads_input),
+        argmax=values.select((m.name, m.argmax) for m in graph.maxpools),
     )
 
 

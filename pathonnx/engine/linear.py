@@ -45,9 +45,12 @@ class Linear:
         return (self.W * x).reshape(len(x), -1).sum(axis=1, dtype=np.float64) + self.b
 
 
-def _scale_feed(scales: dict, info) -> np.ndarray:
-    """The float32 feed of a ``scale:<gate>`` input: ``scales[gate]``, else 1 (broadcast)."""
+def _scale_feed(scales: dict, info):
+    """The feed of a ``scale:<gate>`` input: ``scales[gate]`` (an OrtValue as it is, an array
+    as float32), else 1 (broadcast)."""
     value = scales.get(info.name.partition(":")[2])
+    if isinstance(value, OrtValue):
+        return value
     return np.ascontiguousarray(np.ones((1,) * len(info.shape)) if value is None else value,
                                 np.float32)  # fmt: skip
 
@@ -83,8 +86,6 @@ class LinearEngine:
             proto = build()
             self._sessions[key] = (proto, make_session(proto, self.providers))
         return self._sessions[key]
-
-    cached_session = _cached  # for the sweeps' small graphs (engine.sweep)
 
     def run_small(self, key: tuple, build, feeds: dict, outputs: list[str]) -> list:
         """Run one of the sweeps' small graphs (:mod:`pathonnx.graph.choice`), built by
@@ -129,9 +130,10 @@ class LinearEngine:
         The pattern stays on the device (:class:`~pathonnx.engine.resident.OnDevice`): the
         adjoint calls bind it where it is, and it comes to numpy only where code reads it."""
         x = as_batch(x, self.graph.input_shape)
-        names = pattern_outputs(self.graph)
-        found = self.dev.run(self.session, {self.graph.input_name: x}, names)
-        values = OnDevice(self.dev, dict(zip(names, found)))
+        session = self.session  # built first: a provider that fails says so before any copy
+        names, on = pattern_outputs(self.graph), self.dev.put(x)
+        found = self.dev.run(session, {self.graph.input_name: on}, names)
+        values = OnDevice(self.dev, {**dict(zip(names, found)), self.graph.input_name: on})
         logits = self.dev.host(values.value(self.graph.logits_name))
         return pattern(self.graph, x, values, logits)
 
@@ -154,12 +156,12 @@ class LinearEngine:
         graph, dev = self.graph, self.dev
         _, session = self._cached(("scaled",), graph.scaled)
         x = np.ascontiguousarray(x, np.float32)
-        feeds = {graph.input_name: x}
+        feeds = {graph.input_name: dev.put(x)}
         for info in session.get_inputs()[1:]:
-            given = scales.get(info.name.partition(":")[2])
-            feeds[info.name] = given if isinstance(given, OrtValue) else _scale_feed(scales, info)
+            feeds[info.name] = _scale_feed(scales, info)
         outputs = [o.name for o in session.get_outputs()]
-        values = dict(zip(outputs, dev.run(session, feeds, outputs)))
+        values = {**dict(zip(outputs, dev.run(session, feeds, outputs))),
+                  graph.input_name: feeds[graph.input_name]}  # fmt: skip
 
         def read(name):  # a gate reading another gate reads it scaled
             return f"{name}__scaled" if f"{name}__scaled" in values else name
@@ -183,18 +185,14 @@ class LinearEngine:
         _, session = self._cached(("suffix", cut), lambda: self.graph.suffix(cut))
         outputs = [o.name for o in session.get_outputs()]
         got = dict(zip(outputs, self.dev.run(session, feeds, outputs)))
-        graph, dev = self.graph, self.dev
-        logits = dev.host(got[outputs[0]])
-
-        def view(pairs):
-            return OnDevice(dev, {key: got[name] for key, name in pairs if name in got})
-
+        graph, values = self.graph, OnDevice(self.dev, got)
+        logits = self.dev.host(got[outputs[0]])
         return Forward(
             x=np.empty((len(logits), 0)),
             logits=logits,
-            activations=view((g.name, g.name) for g in graph.gates),
-            preactivations=view((g.name, g.input) for g in graph.gates),
-            argmax=view((p.name, p.argmax) for p in graph.maxpools),
+            activations=values.select((g.name, g.name) for g in graph.gates),
+            preactivations=values.select((g.name, g.input) for g in graph.gates),
+            argmax=values.select((p.name, p.argmax) for p in graph.maxpools),
         )
 
     # -- the adjoint ------------------------------------------------------------------------------
@@ -310,10 +308,7 @@ class LinearEngine:
                 rank = len(info.shape)
                 feeds[info.name] = masks.get(name, np.ones((1,) * rank, bool))
             elif kind == "scale":
-                given = (scales or {}).get(name)
-                feeds[info.name] = (
-                    given if isinstance(given, OrtValue) else _scale_feed(scales or {}, info)
-                )
+                feeds[info.name] = _scale_feed(scales or {}, info)
         return feeds
 
     # -- running ----------------------------------------------------------------------------------

@@ -83,6 +83,12 @@ class OnDevice(Mapping):
     def value(self, name: str) -> OrtValue:
         return self.values[name]
 
+    def select(self, pairs) -> OnDevice:
+        """A map of the same values under other keys: ``(key, name)`` pairs, where ``name``
+        is one of these values (pairs naming none are left out)."""
+        chosen = {key: self.values[name] for key, name in pairs if name in self.values}
+        return OnDevice(self.device, chosen)
+
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._host:
             array = self.device.host(self.values[name])

@@ -92,10 +92,8 @@ class RowStore:
                 if not first:
                     feeds.update(take=take, prev=picked[key])
                 graph = ("gather_rows", len(shape_of(value)), first)
-                _, session = self.engine.cached_session(
-                    graph, lambda g=graph: gather_rows_graph(g[1], g[2])
-                )
-                picked[key] = self.engine.dev.run(session, feeds, ["out"])[0]
+                build = lambda g=graph: gather_rows_graph(g[1], g[2])  # noqa: E731
+                (picked[key],) = self.engine.run_small(graph, build, feeds, ["out"])
         return picked, bias
 
 
@@ -154,12 +152,19 @@ def network_top(engine, fwd, gates, sparsity: float, cotangents=None, scores=Non
         feeds[f"g{i}" if product else f"s{i}"] = (cotangents if product else scores)[g.name]
     feeds["k"] = np.array([percentile_rank(sum(g.units for g in gates), sparsity)], np.int64)
     key = ("network_top", count, product, np.dtype(dtype).name)
-    _, session = engine.cached_session(key, lambda: network_top_graph(count, product, dtype))
-    names = [f"{kind}{i}" for kind in ("m", "kept", "dead") for i in range(count)]
-    found = engine.dev.run(session, feeds, names)
-    masks = {g.name: found[i] for i, g in enumerate(gates)}
-    kept, dead = ({g.name: engine.dev.host(found[j * count + i]).astype(np.int64)
-                   for i, g in enumerate(gates)} for j in (1, 2))  # fmt: skip
+    build = lambda: network_top_graph(count, product, dtype)  # noqa: E731
+    return masks_and_counts(engine, gates, key, build, feeds)
+
+
+def masks_and_counts(engine, gates, key: tuple, build, feeds: dict):
+    """Run a graph whose outputs are per gate i a mask ``m{i}``, the units it keeps ``kept{i}``
+    and the inactive ones among them ``dead{i}``; returns the masks (gate name -> OrtValue)
+    and the counts (gate name -> (N,) int64, numpy)."""
+    names = [f"{kind}{i}" for kind in ("m", "kept", "dead") for i in range(len(gates))]
+    found = dict(zip(names, engine.run_small(key, build, feeds, names)))
+    masks = {g.name: found[f"m{i}"] for i, g in enumerate(gates)}
+    kept, dead = ({g.name: engine.dev.host(found[f"{kind}{i}"]).astype(np.int64)
+                   for i, g in enumerate(gates)} for kind in ("kept", "dead"))  # fmt: skip
     return masks, kept, dead
 
 
@@ -176,10 +181,6 @@ class DeviceChoice:
         self.engine, self.h, self.row, self.valid = engine, h, row, valid
         self.state: list[OrtValue] | None = None
 
-    def _run(self, key: tuple, build, feeds: dict, outputs: list[str]) -> list[OrtValue]:
-        _, session = self.engine.cached_session(key, build)
-        return self.engine.dev.run(session, feeds, outputs)
-
     def add(self, ct, lo: int) -> None:
         """Rows ``lo .. lo + R'`` of every sample's cotangent at the gate, ``ct`` (N·R', *gate)."""
         n = len(self.row)
@@ -192,11 +193,13 @@ class DeviceChoice:
         if not first:
             feeds.update(zip(("top0", "total0", "mine0"), self.state))
         build = lambda: importance_graph(first, valid)  # noqa: E731
-        self.state = self._run(("importance", first, valid), build, feeds, list(STATE))
+        self.state = self.engine.run_small(("importance", first, valid), build, feeds, list(STATE))
 
     def scores(self) -> np.ndarray:
         """The importance (N, units), as numpy."""
-        (found,) = self._run(("score",), score_graph, dict(zip(STATE, self.state)), ["importance"])
+        (found,) = self.engine.run_small(
+            ("score",), score_graph, dict(zip(STATE, self.state)), ["importance"]
+        )
         return self.engine.dev.host(found)
 
     def choose(self, width: int, alpha: np.ndarray):
@@ -208,8 +211,9 @@ class DeviceChoice:
         feeds.update(h=self.h, alpha=np.asarray(alpha, np.float32).reshape(-1, 1))
         if limited:
             feeds["width"] = np.array([width], np.int64)
-        mask, kept, dead = self._run(("choose", limited), lambda: choose_graph(limited), feeds,
-                                     ["mask", "kept", "dead"])  # fmt: skip
+        build = lambda: choose_graph(limited)  # noqa: E731
+        mask, kept, dead = self.engine.run_small(("choose", limited), build, feeds,
+                                                 ["mask", "kept", "dead"])  # fmt: skip
         host = self.engine.dev.host
         return mask, host(kept).astype(np.int64), host(dead).astype(np.int64)
 
@@ -218,7 +222,6 @@ def top_units(engine, h, g, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per sample the ``k`` units of largest contribution ``h ⊙ g`` (h, g: (N, *gate.shape),
     OrtValues or numpy), ranked where they are: their flat indices (N, k), in descending
     contribution with ties to the lower index, and ``h`` at them (N, k)."""
-    _, session = engine.cached_session(("top_units",), top_units_graph)
-    found = engine.dev.run(session, {"h": h, "g": g, "k": np.array([k], np.int64)},
-                           ["index", "h_at"])  # fmt: skip
+    feeds = {"h": h, "g": g, "k": np.array([k], np.int64)}
+    found = engine.run_small(("top_units",), top_units_graph, feeds, ["index", "h_at"])
     return engine.dev.host(found[0]), engine.dev.host(found[1])

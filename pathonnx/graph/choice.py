@@ -146,6 +146,13 @@ def gather_rows_graph(rank: int, first: bool) -> onnx.ModelProto:
     return em.graph(_named(em, [out], ["out"]), "gather_rows")
 
 
+def _batch_and_rest(em: Emitter, value, at: int = 1):
+    """The shape of ``value`` split into its batch size (1,) and its axes from ``at`` on."""
+    dims = em.op("Shape", [value], dtype=np.int64)
+    n = em.op("Slice", [dims, em.ints([0]), em.ints([1])], dtype=np.int64)
+    return n, em.op("Slice", [dims, em.ints([at]), em.ints([1 << 30])], dtype=np.int64)
+
+
 def _named(em: Emitter, values: list, names) -> list:
     """The graph's outputs under their interface names."""
     outs = []
@@ -236,9 +243,7 @@ def repeat_graph(scaled: bool) -> onnx.ModelProto:
              alpha[j] when ``scaled``"""
     em = Emitter(OPSET)
     v, alpha = em.input("v", np.float32, None), em.input("alpha", np.float32, ["m"])
-    dims = em.op("Shape", [v], dtype=np.int64)
-    n = em.op("Slice", [dims, em.ints([0]), em.ints([1])], dtype=np.int64)
-    rest = em.op("Slice", [dims, em.ints([1]), em.ints([1 << 30])], dtype=np.int64)
+    n, rest = _batch_and_rest(em, v)
     m = em.op("Shape", [alpha], dtype=np.int64)
     wide = em.op("Concat", [n, m, rest], {"axis": 0}, dtype=np.int64)
     out = em.op("Expand", [em.op("Unsqueeze", [v, em.ints([1])]), wide], hint="repeated")
@@ -258,9 +263,7 @@ def accumulate_graph(first: bool) -> onnx.ModelProto:
     outputs  total (N, ...) float64: the sum over the m copies, added to ``total``"""
     em = Emitter(OPSET)
     ct, v = em.input("ct", np.float32, None), em.input("v", np.float32, None)
-    dims = em.op("Shape", [v], dtype=np.int64)
-    n = em.op("Slice", [dims, em.ints([0]), em.ints([1])], dtype=np.int64)
-    rest = em.op("Slice", [dims, em.ints([1]), em.ints([1 << 30])], dtype=np.int64)
+    n, rest = _batch_and_rest(em, v)
     wide = em.op("Concat", [n, em.ints([-1]), rest], {"axis": 0}, dtype=np.int64)
     ct = em.op("Cast", [em.op("Reshape", [ct, wide])], {"to": onnx.TensorProto.DOUBLE},
                dtype=np.float64)  # fmt: skip
@@ -426,9 +429,7 @@ def gradcam_graph() -> onnx.ModelProto:
     output cam (N, *spatial) float32"""
     em = Emitter(OPSET)
     h, g = em.input("h", np.float32, None), em.input("g", np.float32, None)
-    dims = em.op("Shape", [h], dtype=np.int64)
-    n = em.op("Slice", [dims, em.ints([0]), em.ints([1])], dtype=np.int64)
-    spatial = em.op("Slice", [dims, em.ints([2]), em.ints([1 << 30])], dtype=np.int64)
+    n, spatial = _batch_and_rest(em, h, at=2)
     weights = em.op("ReduceMean", [em.reshape(g, [0, 0, -1])], {"axes": [2], "keepdims": 1})
     cam = em.op("ReduceSum", [em.op("Mul", [weights, em.reshape(h, [0, 0, -1])]), em.ints([1])],
                 {"keepdims": 0})  # fmt: skip

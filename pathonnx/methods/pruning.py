@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from ..engine import device_value, gate_cotangents, network_top, softmax
+from ..engine import device_value, gate_cotangents, masks_and_counts, network_top, softmax
 from ..errors import InputError
 from ..graph.choice import adam_graph, greedy_graph
 from .pathway import Pathway, network_wide_start, pathway_from_counts
@@ -107,13 +107,9 @@ def _greedy(model, fwd0, target, sparsity: float, rounds: int = 20):
     feeds["budget"] = np.array([budget], np.int64)
     for i, g in enumerate(gates):
         feeds[f"a{i}"] = device_value(fwd0.activations, g.name)
-    names = [f"{kind}{i}" for kind in ("m", "kept", "dead") for i in range(count_gates)]
-    found = engine.run_small(("greedy", count_gates, "final"),
-                             lambda: greedy_graph(count_gates, "final"), feeds, names)  # fmt: skip
-    masks = {g.name: found[i] for i, g in enumerate(gates)}
-    kept, dead = ({g.name: engine.dev.host(found[j * count_gates + i]).astype(np.int64)
-                   for i, g in enumerate(gates)} for j in (1, 2))  # fmt: skip
-    return (masks, kept, dead), {"rounds": step + 1}
+    build = lambda: greedy_graph(count_gates, "final")  # noqa: E731
+    found = masks_and_counts(engine, gates, ("greedy", count_gates, "final"), build, feeds)
+    return found, {"rounds": step + 1}
 
 
 def _dgr(
