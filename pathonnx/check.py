@@ -47,7 +47,7 @@ def self_check(model: Model, batch: int = 2, seed: int = 0) -> SelfCheck:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
     proto, compared = model.graph.original_with_logits()
-    session = make_session(proto, ["CPUExecutionProvider"])
+    session = make_session(proto, ["CPUExecutionProvider"], weights=model.graph.weights)
     name = model.reference_name if compared == "logits" else session.get_outputs()[0].name
     expected = np.concatenate(
         [session.run([name], {model.input_name: x[i : i + 1]})[0] for i in range(batch)]

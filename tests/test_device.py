@@ -176,7 +176,8 @@ def test_the_profile_says_where_every_node_ran(exported):
     x = zoo.example_input("resnet", batch=1, seed=1)
     proto, _ = model.engine._fused_session(False, GRADIENT)
     seed = np.zeros((1, model.num_outputs), np.float32)
-    found = node_providers(proto, model.providers, {model.input_name: x, "seed": seed})
+    feeds = {model.input_name: x, "seed": seed}
+    found = node_providers(proto, model.providers, feeds, model.graph.weights)
     assert {where for _, where in found} == {"CPUExecutionProvider"}
     ops = {op for op, _ in found}
     assert {"Conv", "ConvTranspose"} <= ops  # the forward's convolutions and their transposes

@@ -173,3 +173,32 @@ def test_staged_walk_between_gates_equals_the_whole_walk(arch, exported):
         bias, start = bias + part, stop
     np.testing.assert_allclose(cotangents["grad"].reshape(whole.shape), whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bias.reshape(2, 3), whole_bias, rtol=1e-5, atol=1e-5)
+
+
+def test_large_models_share_one_copy_of_their_weights(monkeypatch, exported):
+    """Above SHARE_ABOVE every session reads the model's weights in place (add_initializer):
+    the graphs carry stubs, no session falls back to its own copy, and the results stay exact."""
+    from pathonnx.graph import weights
+
+    monkeypatch.setattr(weights, "SHARE_ABOVE", 0)
+
+    def no_copies(self, proto):
+        raise AssertionError("a session took its own copy of the weights")
+
+    path, module = exported("resnet")
+    model = pathonnx.load(path, device="cpu")
+    monkeypatch.setattr(weights.Weights, "inflate", no_copies)
+    x = zoo.example_input("resnet", batch=2, seed=5)
+    linear = model.linearize(x, [1, 7])
+    fwd = model.forward(x)
+    grads = model.engine.stage(fwd, {"seed": np.eye(10, dtype=np.float32)[[1, 7]]}, None, 0)[0]
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(fwd.logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(linear.output(x), fwd.logits[[0, 1], [1, 7]], rtol=1e-4)
+    np.testing.assert_allclose(grads["grad"], linear.W, rtol=1e-4, atol=1e-6)
+    stubbed = [t for t in model.graph.proto.graph.initializer if weights.stub_key(t)]
+    assert stubbed and model.graph.weights.nbytes >= sum(np.prod(t.dims) * 4 for t in stubbed)
+    assert all(weights.has_stubs(proto) for proto, _ in model.engine._sessions.values()
+               if proto.graph.initializer)  # fmt: skip

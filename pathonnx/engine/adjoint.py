@@ -25,6 +25,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..graph import Emitter, live_tensors
+from ..graph.weights import export_graph, import_graph
 from ..ops import GRADIENT, Backward, rule_for, sample_shape
 
 ADJOINT_OPSET = 17  # ScatterElements with reduction="add" needs 16
@@ -122,7 +123,7 @@ def build_adjoint(
     that gate. The whole walk
     names its input ``seed`` (the logits) and its output ``grad`` (the model input).
     """
-    graph = gs.import_onnx(canonical)  # a fresh copy: the builder reads it, never edits
+    graph = import_graph(canonical)  # a fresh copy: the builder reads it, never edits
     start = len(graph.nodes) if start is None else start
     em = Emitter(ADJOINT_OPSET)
     cx = BuildContext(em, single_row, masked, backward, scaled, maxunpool)
@@ -168,7 +169,7 @@ def build_frozen(canonical):
     Every gate becomes ``z·slope·mask + offset·mask`` and every max-pool a gather at its frozen
     argmax; all other nodes are kept. Its output is the logits of the frozen map.
     """
-    graph = gs.import_onnx(canonical)
+    graph = import_graph(canonical)
     opset = max(graph.opset, 13)
     em = Emitter(opset)
     cx = BuildContext(em)
@@ -202,8 +203,8 @@ def build_fused(
     leaves the device. Inputs: the model's input, ``seed`` (rows, K) and, when ``masked``,
     ``mask:<gate>``; outputs: the logits, ``grad`` (rows, *input_shape) and ``bias`` (rows,).
     One call gives the linear model at x (``single_row``: one row per sample)."""
-    forward = gs.import_onnx(canonical)
-    adjoint = gs.import_onnx(build_adjoint(canonical, single_row, masked, backward=backward,
+    forward = import_graph(canonical)
+    adjoint = import_graph(build_adjoint(canonical, single_row, masked, backward=backward,
                                            maxunpool=maxunpool))  # fmt: skip
     made = {t.name: t for node in forward.nodes for t in node.outputs}
     made[forward.inputs[0].name] = forward.inputs[0]
@@ -233,6 +234,6 @@ def build_fused(
                      outputs=outputs, opset=max(forward.opset, ADJOINT_OPSET),
                      name="pathonnx_fused")  # fmt: skip
     fused.cleanup()
-    proto = gs.export_onnx(fused, do_type_check=False)
+    proto = export_graph(fused)
     proto.ir_version = max(8, min(canonical.ir_version, proto.ir_version))
     return proto

@@ -83,8 +83,9 @@ class LinearEngine:
     def _cached(self, key: tuple, build):
         """(graph, onnxruntime session) for ``key``, built by ``build()`` on first use."""
         if key not in self._sessions:
-            proto = build()
-            self._sessions[key] = (proto, make_session(proto, self.providers))
+            proto = self.graph.weights.strip(build())
+            session = make_session(proto, self.providers, weights=self.graph.weights)
+            self._sessions[key] = (proto, session)
         return self._sessions[key]
 
     def run_small(self, key: tuple, build, feeds: dict, outputs: list[str]) -> list:
@@ -107,7 +108,8 @@ class LinearEngine:
         x = as_batch(x, self.graph.input_shape)
         proto, _ = self._fused_session(False, GRADIENT)
         seed = one_hot(np.zeros(len(x), np.int64), self.graph.num_outputs)
-        found = node_providers(proto, self.providers, {self.graph.input_name: x, "seed": seed})
+        feeds = {self.graph.input_name: x, "seed": seed}
+        found = node_providers(proto, self.providers, feeds, self.graph.weights)
         first = provider_names(self.providers)[0]
         return Counter({key: n for key, n in found.items() if key[1] != first})
 

@@ -46,13 +46,15 @@ class Model:
 
     @property
     def original(self):
-        """The model as read (opset upgraded if needed, batch pinned to 1, shapes inferred)."""
-        return self.graph.original
+        """The model as read (opset upgraded if needed, batch pinned to 1, shapes inferred), a
+        self-contained copy."""
+        return self.graph.full(self.graph.original)
 
     @property
     def canonical(self):
-        """The rewritten model that pathonnx runs: outputs are the logits, then every gate."""
-        return self.graph.proto
+        """The rewritten model that pathonnx runs: outputs are the logits, then every gate (a
+        self-contained copy; internally its weights are shared by every session)."""
+        return self.graph.full(self.graph.proto)
 
     @property
     def softmax_stripped(self) -> bool:

@@ -12,6 +12,7 @@ from collections import Counter
 import onnxruntime as ort
 
 from ..errors import InputError, ModelLoadError
+from ..graph.weights import has_stubs
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Float32 arithmetic on CUDA. "exact" (the default) keeps TF32 off, so W·x + b reproduces the
@@ -105,9 +106,12 @@ def _load_cuda_libraries() -> None:
     _CUDA_LIBRARIES = True
 
 
-def make_session(proto, providers: list, profile: str | None = None) -> ort.InferenceSession:
+def make_session(proto, providers: list, profile: str | None = None,
+                 weights=None) -> ort.InferenceSession:  # fmt: skip
     """A session for ``proto`` (a graph from :mod:`pathonnx.graph`) on ``providers``;
-    ``profile``: a file prefix to profile its runs under. Raises when onnxruntime silently
+    ``profile``: a file prefix to profile its runs under. ``weights``
+    (:class:`~pathonnx.graph.weights.Weights`) gives the arrays of the proto's stubbed
+    initializers, which the session reads in place. Raises when onnxruntime silently
     starts the session without the first provider asked for (CUDA that failed to load)."""
     wanted = provider_names(providers)[0]
     if wanted == "CUDAExecutionProvider":
@@ -125,9 +129,14 @@ def make_session(proto, providers: list, profile: str | None = None) -> ort.Infe
     # by what is asked, so with the pattern on, VGG-16's backward runs kept ~1.7 GB more and
     # were slower (measured on integrated gradients).
     options.enable_mem_pattern = False
+    shared = weights is not None and weights.bind(proto, options, _device_of(wanted))
+    if not shared and weights is not None and has_stubs(proto):
+        proto = weights.inflate(proto)
     try:
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
     except Exception as err:
+        if shared:  # an optimization wanted a shared weight's data: this graph gets a copy
+            return make_session(weights.inflate(proto), providers, profile)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(
             f"onnxruntime cannot run the model ({first}); check that the original file runs in "
@@ -143,12 +152,16 @@ def make_session(proto, providers: list, profile: str | None = None) -> ort.Infe
     return session
 
 
-def node_providers(proto, providers: list, feeds: dict) -> Counter:
+def _device_of(provider: str) -> str:
+    return "cuda" if provider == "CUDAExecutionProvider" else "cpu"
+
+
+def node_providers(proto, providers: list, feeds: dict, weights=None) -> Counter:
     """(op type, provider) -> how many nodes onnxruntime ran on that provider in one run of
     ``proto`` with ``feeds``, read from its profile (after its graph optimizations: fused
     nodes appear as such). Shows the nodes a provider lacks a kernel for, which run elsewhere."""
     with tempfile.TemporaryDirectory() as folder:
-        session = make_session(proto, providers, profile=os.path.join(folder, "profile"))
+        session = make_session(proto, providers, os.path.join(folder, "profile"), weights)
         session.run(None, feeds)
         with open(session.end_profiling()) as handle:
             events = json.load(handle)

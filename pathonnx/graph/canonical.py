@@ -8,7 +8,6 @@ max-pools in execution order, names and shapes, and the graphs derived from the 
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from . import variants
 from .load import CANONICAL_KEY, ModelFile
 from .passes import PIPELINE
 from .report import PassReport
+from .weights import Weights, export_graph, import_graph
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,17 @@ class Canonical:
     """A model file and its canonical form, as the stages above the graph stage see them.
 
     ``proto`` (the canonical model) and ``original`` (the file as read) are opaque values to
-    hand to onnxruntime; everything else is read off here: the gates and max-pools in
-    execution order, the input and logits, the pass reports, and derived graphs.
+    hand to onnxruntime, with their large initializers stubbed (:mod:`.weights`; ``weights``
+    holds the arrays, :meth:`full` writes them back); everything else is read off here: the
+    gates and max-pools in execution order, the input and logits, the pass reports, and
+    derived graphs.
     """
 
     def __init__(self, file: ModelFile, proto: onnx.ModelProto, reports: list[PassReport],
                  reference: str):  # fmt: skip
         self.file = file
-        self.proto = proto
+        self.weights: Weights = file.weights
+        self.proto = self.weights.strip(proto)
         self.reports = reports
         self.reference = reference
         """The tensor of the original graph that holds the same values as the logits."""
@@ -73,7 +76,7 @@ class Canonical:
         self.input_name = file.input_name
         self.input_shape: tuple[int, ...] = file.input_shape
         self.logits_name = proto.graph.output[0].name
-        graph = self._view = gs.import_onnx(proto)  # read here, never edited
+        graph = self._view = import_graph(proto)  # read here, never edited
         self.gates: list[Gate] = []
         self.maxpools: list[MaxPoolSite] = []
         for node in graph.nodes:
@@ -118,11 +121,16 @@ class Canonical:
         return Counter(node.op_type for node in graph.node)
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.original.SerializeToString()).hexdigest()
+        """The hash of the model file as given (its bytes)."""
+        return self.file.sha256
+
+    def full(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        """A self-contained copy of one of this model's graphs, its weights written back."""
+        return self.weights.inflate(proto)
 
     def ir(self) -> gs.Graph:
         """A fresh graphsurgeon copy of the canonical graph (node order kept)."""
-        return gs.import_onnx(self.proto)
+        return import_graph(self.proto)
 
     def live(self, cut: int) -> list[str]:
         """Names of the data tensors live at ``cut`` (see :func:`variants.live_tensors`)."""
@@ -132,7 +140,7 @@ class Canonical:
         """The canonical model as file bytes, marked as canonical, with ``metadata`` added."""
         marker = {CANONICAL_KEY: "first output: logits; the others expose gates and argmaxes"}
         proto = variants.with_metadata(self.proto, {**marker, **(metadata or {})})
-        return proto.SerializeToString()
+        return self.full(proto).SerializeToString()
 
     # derived graphs, each a new ModelProto
     def logits_only(self) -> onnx.ModelProto:
@@ -162,18 +170,18 @@ def canonicalize(loaded: ModelFile, name: str = "model") -> Canonical:
 
     Raises :class:`UnsupportedModelError` naming every node outside the vocabulary.
     """
-    graph = gs.import_onnx(loaded.proto)
+    graph = import_graph(loaded.proto)
     reports = []
     for rewrite in PIPELINE:
         graph, report = rewrite(graph)
         reports.append(report)
-    proto = gs.export_onnx(graph, do_type_check=False)
+    proto = loaded.weights.strip(export_graph(graph))
     proto.ir_version = loaded.proto.ir_version  # graphsurgeon keeps the file's, maybe older
     _carry_model_fields(loaded.proto, proto)
     del proto.graph.value_info[:]
     proto = shape_inference.infer_shapes(proto, strict_mode=False)
     # The vocabulary check reads ranks and sizes: check the graph with its shapes inferred.
-    offenders = unsupported_nodes(gs.import_onnx(proto))
+    offenders = unsupported_nodes(import_graph(proto))
     if offenders:
         listed = "; ".join(f"{op} {node!r} ({why})" for node, op, why in offenders[:12])
         more = f"; and {len(offenders) - 12} more" if len(offenders) > 12 else ""

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .weights import export_graph
+
 Tensor = gs.Tensor
 
 
@@ -95,6 +97,6 @@ class Emitter:
             opset=self.opset,
         )
         graph.cleanup()
-        model = gs.export_onnx(graph, do_type_check=False)
+        model = export_graph(graph)
         model.ir_version = min(model.ir_version, 8)
         return model

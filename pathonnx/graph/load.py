@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import onnx
 from onnx import external_data_helper, helper, shape_inference, version_converter
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
+from .weights import Weights
 
 #: Models below this opset are upgraded with onnx.version_converter (ops change form at 11 and 13:
 #: Clip bounds become inputs, Split/Squeeze/ReduceSum axes become inputs).
@@ -31,6 +33,10 @@ class ModelFile:
     output_name: str
     source: str
     opset_upgraded_from: int | None
+    weights: Weights
+    """The registered arrays of the graph's stubbed initializers (see :mod:`.weights`)."""
+    sha256: str
+    """The hash of the model as given: the file's bytes, or the serialized ModelProto."""
 
     def op_histogram(self) -> Counter:
         return Counter(node.op_type for node in self.proto.graph.node)
@@ -41,14 +47,17 @@ class ModelFile:
 CANONICAL_KEY = "pathonnx.canonical"
 
 
-def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, str]:
-    """Read a model from a path, serialized bytes or a ModelProto (copied, never modified)."""
+def read_model(
+    source: str | os.PathLike | onnx.ModelProto | bytes,
+) -> tuple[onnx.ModelProto, str, str]:
+    """Read a model from a path, serialized bytes or a ModelProto (copied, never modified):
+    (proto, its name for messages, the sha256 of what was given)."""
     if isinstance(source, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(source)
-        return proto, "<ModelProto>"
+        return proto, "<ModelProto>", hashlib.sha256(proto.SerializeToString()).hexdigest()
     if isinstance(source, bytes):
-        return _parse(source, "<bytes>"), "<bytes>"
+        return _parse(source, "<bytes>"), "<bytes>", hashlib.sha256(source).hexdigest()
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file; check the path")
@@ -57,9 +66,11 @@ def read_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> tuple[onn
     data = path.read_bytes()
     if not data:
         raise ModelLoadError(f"{path}: the file is empty; re-export the model")
+    digest = hashlib.sha256(data).hexdigest()
     proto = _parse(data, str(path))
+    del data
     _load_external_data(proto, path)
-    return proto, str(path)
+    return proto, str(path), digest
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:
@@ -152,7 +163,7 @@ def load_model(
     ``input_shape`` is the per-sample input shape, needed when the file leaves a non-batch
     dimension dynamic. The returned graph has batch 1 pinned so that exporters' shape chains fold.
     """
-    proto, name = read_model(source)
+    proto, name, digest = read_model(source)
     if not proto.graph.node:
         raise UnsupportedModelError(f"{name}: the graph has no nodes; nothing to explain")
     inputs = data_inputs(proto.graph)
@@ -221,6 +232,8 @@ def load_model(
             "e.g. input_shape=(3, 224, 224) or --input-shape 3x224x224"
         )
     _set_dims(data, [1, *sample])
+    weights = Weights()
+    weights.strip(proto)  # from here on the graph work handles light protos
     try:
         proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as err:
@@ -232,4 +245,6 @@ def load_model(
         output_name=proto.graph.output[0].name,
         source=name,
         opset_upgraded_from=upgraded_from,
+        weights=weights,
+        sha256=digest,
     )

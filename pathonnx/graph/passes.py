@@ -13,6 +13,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from ..ops import role, rule_for
 from ..ops.base import is_data
 from .report import PassReport, constant_value, consumers, node_label, rewrite_pass
+from .weights import export_graph, import_graph, materialized
 
 # graphsurgeon warns about every constant it cannot fold; the pass reports list what matters.
 G_LOGGER.severity = G_LOGGER.ERROR
@@ -45,11 +46,12 @@ def fold_constants(graph: gs.Graph, report: PassReport) -> gs.Graph:
     before = _histogram(graph)
     for _ in range(16):
         count = len(graph.nodes)
-        graph.fold_constants(error_ok=True).cleanup()
+        with materialized():  # onnxruntime runs the foldable part: it needs the data
+            graph.fold_constants(error_ok=True).cleanup()
         if len(graph.nodes) == count:
             break
-        proto = gs.export_onnx(graph, do_type_check=False)
-        graph = gs.import_onnx(shape_inference.infer_shapes(proto, data_prop=True))
+        proto = export_graph(graph)
+        graph = import_graph(shape_inference.infer_shapes(proto, data_prop=True))
     gone = before - _histogram(graph)
     if gone:
         parts = ", ".join(f"{op}×{n}" for op, n in sorted(gone.items()))

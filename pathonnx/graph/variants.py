@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from ..ops import rule_for, sample_shape
+from .weights import export_graph, import_graph, values
 
 
 def copy(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -56,7 +57,7 @@ def with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 def suffix(canonical: onnx.ModelProto, cut: int) -> onnx.ModelProto:
     """The network above ``cut``: its inputs are the tensors live there, its outputs the logits
     and the frozen pattern (gate outputs, LeakyRelu/PRelu inputs, argmaxes) made above it."""
-    graph = gs.import_onnx(canonical)
+    graph = import_graph(canonical)
     live = live_tensors(graph, cut)
     for tensor in live:
         tensor.shape = ["N", *sample_shape(tensor)]
@@ -64,7 +65,7 @@ def suffix(canonical: onnx.ModelProto, cut: int) -> onnx.ModelProto:
     above = {t.name for node in graph.nodes[cut:] for t in node.outputs}
     outputs = [graph.outputs[0]] + [t for t in graph.outputs[1:] if t.name in above]
     part = gs.Graph(nodes=graph.nodes[cut:], inputs=live, outputs=outputs, opset=graph.opset)
-    proto = gs.export_onnx(part, do_type_check=False)
+    proto = export_graph(part)
     proto.ir_version = canonical.ir_version
     return proto
 
@@ -75,7 +76,7 @@ def scaled(canonical: onnx.ModelProto, gates: list[str]) -> onnx.ModelProto:
     baselines, whose masks and gates change the activation pattern above them. It still outputs
     the pattern: each gate's own output (before its scale), the argmaxes, and the gate inputs
     (the scaled tensor, ``<gate>__scaled``, where a gate reads another gate)."""
-    graph = gs.import_onnx(canonical)
+    graph = import_graph(canonical)
     names, scaled_outputs = set(gates), {}
     for node in list(graph.nodes):
         out = node.outputs[0]
@@ -93,7 +94,7 @@ def scaled(canonical: onnx.ModelProto, gates: list[str]) -> onnx.ModelProto:
     read = [n.inputs[0] for n in graph.nodes if getattr(rule_for(n.op), "reads_input", False)]
     graph.outputs += [t for t in scaled_outputs.values() if t in read]
     graph.toposort()
-    proto = gs.export_onnx(graph, do_type_check=False)
+    proto = export_graph(graph)
     proto.ir_version = canonical.ir_version
     return proto
 
@@ -138,8 +139,8 @@ def randomized(proto: onnx.ModelProto, upto: int, seed: int = 0) -> onnx.ModelPr
     rng = np.random.default_rng(seed)
     for init in out.graph.initializer:
         if init.name in chosen:
-            values = numpy_helper.to_array(init)
-            fresh = rng.normal(0.0, 0.1, values.shape).astype(values.dtype)
+            old = values(init)
+            fresh = rng.normal(0.0, 0.1, old.shape).astype(old.dtype)
             init.CopyFrom(numpy_helper.from_array(fresh, init.name))
     return out
 
