@@ -83,22 +83,14 @@ def run_explain(model, images, **opts) -> None:
     if pre is not None:
         notes += list(pre.notes)
     check_out_dir(out, [item.source for item in loaded], files)
-    k = loaded_model.num_outputs
-    for name in (method, *compare):
-        if METHODS[name].carries_classes and k >= 100 and params[name].get("classes") is None:
-            notes.append(
-                f"exact {name} carries all {k} classes down the network, which takes minutes on "
-                "a CPU for a large model; --classes 20 approximates it with the top 20"
-            )
-    for note in notes:
+    request = Request.make(loaded_model, method, opts["target"], opts["paths"],
+                           {name: params[name] for name in compare}, pre, opts["labels"],
+                           params[method], opts["exact"])  # fmt: skip
+    for note in notes + list(request.notes):
         click.echo(f"note: {note}", err=True)
     batch = max(1, opts["batch"])
     chunks = [loaded[i : i + batch] for i in range(0, len(loaded), batch)]
     show = len(loaded) > 1 and not opts["as_json"] and sys.stderr.isatty()
-
-    request = Request.make(loaded_model, method, opts["target"], opts["paths"],
-                           {name: params[name] for name in compare}, pre, opts["labels"],
-                           params[method])  # fmt: skip
 
     def work(chunk):
         return explain_samples(loaded_model, chunk, request, batch)
@@ -175,6 +167,9 @@ def explain_options(func):
         click.option("-o", "--out", default="pathonnx-out", show_default=True,
                      help="Folder for PNG, JSON, NPZ, HTML."),
         click.option("--json", "as_json", is_flag=True, help="Also print the report as JSON."),
+        click.option("--exact", is_flag=True,
+                     help="Exact pathwise over all K classes even where it takes minutes "
+                          "(by default a large model with many classes runs --classes 20)."),
         *preprocess_options(),
         click.option("--batch", type=int, default=16, show_default=True,
                      help="Inputs per onnxruntime call."),

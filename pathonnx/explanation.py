@@ -26,6 +26,12 @@ from .pictures import compose, figure
 
 #: Metadata key of a model's class names (a JSON list), written by ``pathonnx rewrite``.
 LABELS_KEY = "pathonnx.labels"
+#: Above this many multiply-accumulates for all K rows (K × one forward pass), a method that
+#: carries every class down the network (exact pathwise) is approximated by default with the
+#: top :data:`AUTO_CLASSES` logits: 3e11 is about 10 s on 2 CPU cores (a 1000-class VGG-16 at
+#: 224×224 is 1.5e13, 541 s exact). ``exact=True`` (``--exact``) runs the exact sweep anyway.
+EXACT_MACS = 3e11
+AUTO_CLASSES = 20
 
 
 @dataclass(frozen=True)
@@ -237,15 +243,23 @@ class Request:
     labels: list[str]
     model_sha256: str
     preprocess: dict | None
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def make(cls, model: Model, method: str = "pathwise", target=None, paths=None, compare=(),
-             preprocess: Preprocess | None = None, labels=None, params=None):  # fmt: skip
+             preprocess: Preprocess | None = None, labels=None, params=None,
+             exact: bool = False):  # fmt: skip
         """Check everything against ``model`` and the registry. ``compare``: method names, or
-        a mapping from names to their params."""
+        a mapping from names to their params. Unless ``exact``, methods that carry every class
+        approximate with the top :data:`AUTO_CLASSES` logits when the exact sweep would cost
+        more than :data:`EXACT_MACS` (a note says so)."""
         params = method_params(method, dict(params or {}))
         given = compare if isinstance(compare, dict) else dict.fromkeys(compare, {})
         compare = {n: method_params(n, dict(p or {})) for n, p in given.items() if n != method}
+        notes = [] if exact else [
+            note for name, chosen in ((method, params), *compare.items())
+            if (note := _approximate(model, name, chosen))
+        ]  # fmt: skip
         if paths is not None and METHODS[method].decompose is None:
             split = [m.name for m in METHODS.values() if m.decompose is not None]
             use = " or ".join(f"method={name!r}" for name in split)
@@ -258,7 +272,24 @@ class Request:
             model.check_target(target, 1)
         pre = None if preprocess is None else preprocess.to_dict()
         return cls(method, params, target, None if paths is None else int(paths), compare, names,
-                   model.sha256(), pre)  # fmt: skip
+                   model.sha256(), pre, tuple(notes))  # fmt: skip
+
+
+def _approximate(model: Model, name: str, params: dict) -> str | None:
+    """Set ``params["classes"]`` to :data:`AUTO_CLASSES` where method ``name`` would carry all
+    K classes at a cost above :data:`EXACT_MACS`; the note that says so, else None."""
+    k, cost = model.num_outputs, model.num_outputs * model.graph.macs
+    if not METHODS[name].carries_classes or params.get("classes") is not None:
+        return None
+    if k <= AUTO_CLASSES or cost <= EXACT_MACS:
+        return None
+    params["classes"] = AUTO_CLASSES
+    return (
+        f"{name} is approximated: its softmax runs over the top {AUTO_CLASSES} of {k} logits "
+        f"plus the target (classes={AUTO_CLASSES}), so the sweep carries {AUTO_CLASSES + 1} rows "
+        f"instead of {k}; the exact one costs about {k // (AUTO_CLASSES + 1)}x more "
+        f"({cost / 1e12:.1f} TMAC, minutes on a CPU): pass --exact (exact=True) for it"
+    )
 
 
 def explain(
@@ -271,6 +302,7 @@ def explain(
     preprocess: Preprocess | dict | str | None = None,
     labels=None,
     batch: int = 16,
+    exact: bool = False,
     **params,
 ):
     """Explain ``inputs`` with ``method`` (any name in ``pathonnx.METHODS``; default pathwise,
@@ -285,6 +317,10 @@ def explain(
     CLI's ``--preset``, e.g. ``"imagenet"``; default: the model's metadata, else a default from
     its input shape). ``labels``: a list or a file (default: the
     model's metadata).
+
+    On a large model with many classes, exact pathwise carries all K classes down the network
+    (minutes on a CPU); unless ``exact=True`` it then runs over the top 20 logits instead
+    (``classes=20``), and every Explanation's ``notes`` says so. Pass ``classes`` to choose.
     """
     model = model if isinstance(model, Model) else load(model)
     single = False
@@ -309,7 +345,7 @@ def explain(
             )
         samples = [item for path in inputs for item in load_inputs(path, pre, model.input_shape)]
         single = single and len(samples) == 1
-    request = Request.make(model, method, target, paths, compare, pre, labels, params)
+    request = Request.make(model, method, target, paths, compare, pre, labels, params, exact)
     out = explain_samples(model, samples, request, batch)
     return out[0] if single else out
 
@@ -390,7 +426,7 @@ def _explain_batch(model: Model, part: list[Sample], request: Request) -> list[E
                 ],
                 compare={k: v[i] for k, v in others.items()},
                 completeness_error=float(err[i]), device=model.device,
-                precision=model.precision, timings=dict(timings),
+                precision=model.precision, timings=dict(timings), notes=list(request.notes),
             )
         )  # fmt: skip
     return out

@@ -432,3 +432,34 @@ def test_the_api_takes_a_preset_by_name_as_the_cli_does(vgg):
         explain(vgg, str(IMAGE), preprocess="imagenett")
     with pytest.raises(pathonnx.InputError, match="preprocess 3 is not understood"):
         explain(vgg, str(IMAGE), preprocess=3)
+
+
+def test_large_models_default_to_the_top_classes_and_say_so(vgg, monkeypatch, tmp_path):
+    """Above the cost bound the default is the documented approximation (classes=20 on a
+    real model; here the bound is lowered and the approximation set to 3 of the 6 classes):
+    its result is exactly pathwise(classes=3), a note says so, and exact=True (--exact) runs
+    the exact sweep."""
+    from pathonnx import explanation
+
+    monkeypatch.setattr(explanation, "EXACT_MACS", 0)
+    monkeypatch.setattr(explanation, "AUTO_CLASSES", 3)
+    x = by_hand(IMAGE)
+    approx = explain(vgg, x)
+    assert approx.params["classes"] == 3
+    assert any("approximated" in note and "exact=True" in note for note in approx.notes)
+    assert json.loads(approx.to_json())["notes"] == approx.notes
+    three = pathonnx.pathwise(vgg, x[None], classes=3)
+    np.testing.assert_array_equal(approx.attribution, three.attribution(x[None])[0])
+    exact = explain(vgg, x, exact=True)
+    assert exact.params["classes"] is None and exact.notes == []
+    np.testing.assert_array_equal(
+        exact.attribution, pathonnx.pathwise(vgg, x[None]).attribution(x[None])[0]
+    )
+    chosen = explain(vgg, x, classes=4)  # a given classes is kept, without a note
+    assert chosen.params["classes"] == 4 and chosen.notes == []
+    result = CliRunner().invoke(main, ["explain", str(VGG), str(IMAGE), "-o", str(tmp_path),
+                                       "--json", "--exact"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "approximated" not in result.output
+    result = CliRunner().invoke(main, ["explain", str(VGG), str(IMAGE), "-o", str(tmp_path)])
+    assert result.exit_code == 0 and "note: pathwise is approximated" in result.output

@@ -132,6 +132,28 @@ class Canonical:
         """A fresh graphsurgeon copy of the canonical graph (node order kept)."""
         return import_graph(self.proto)
 
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one sample's forward pass through the weighted layers (Conv,
+        ConvTranspose, Gemm, MatMul): a backward walk of one row costs about as much."""
+        total = 0
+        for node in self._view.nodes:
+            if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+                continue
+            out, w = node.outputs[0], node.inputs[1]
+            if out.shape is None or w.shape is None:
+                continue
+            outputs = int(np.prod(sample_shape(out), dtype=np.int64))
+            if node.op == "Conv":
+                total += outputs * int(np.prod(w.shape[1:], dtype=np.int64))
+            elif node.op == "ConvTranspose":
+                total += int(np.prod(sample_shape(node.inputs[0]), dtype=np.int64)) * int(
+                    np.prod(w.shape[1:], dtype=np.int64))  # fmt: skip
+            else:
+                inner = w.shape[1] if node.attrs.get("transB", 0) else w.shape[0]
+                total += outputs * int(inner)
+        return total
+
     def live(self, cut: int) -> list[str]:
         """Names of the data tensors live at ``cut`` (see :func:`variants.live_tensors`)."""
         return [t.name for t in variants.live_tensors(self._view, cut)]
