@@ -18,6 +18,7 @@ from pathonnx.images import collect
 from pathonnx.io import atomic_write_bytes
 from pathonnx.methods import METHODS
 from pathonnx.pictures import index_html
+from pathonnx.progress import reporting
 
 from .options import (
     apply_options,
@@ -28,6 +29,7 @@ from .options import (
     read_inputs,
     with_method_options,
 )
+from .render import StepLine
 
 SAMPLES = Path(pathonnx.__file__).resolve().parent.parent / "sample_models"
 
@@ -97,7 +99,10 @@ def run_explain(model, images, **opts) -> None:
 
     results = []
     bar = click.progressbar(length=len(loaded), label="explaining", file=sys.stderr)
-    with bar if show else contextlib.nullcontext(bar):
+    # one batch: no bar over inputs, but a line over the gates of a long run
+    steps = len(chunks) == 1 and not opts["as_json"] and sys.stderr.isatty()
+    listening = reporting(StepLine(sys.stderr)) if steps else contextlib.nullcontext()
+    with bar if show else contextlib.nullcontext(bar), listening:
         if opts["workers"] > 1 and len(chunks) > 1:
             with ThreadPoolExecutor(opts["workers"]) as pool:
                 for done in pool.map(work, chunks):

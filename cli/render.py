@@ -97,3 +97,35 @@ def inspect_text(model: pathonnx.Model) -> str:
 
 def report_text(reports: list[pathonnx.PassReport]) -> str:
     return "\n".join(r.summary() for r in reports)
+
+
+class StepLine:
+    """One self-overwriting line on a terminal for the steps of a long run, e.g.
+    ``pathwise (21 rows): gates 12/49  8 s``: shown once a task has run ``delay`` seconds,
+    cleared when it ends (a listener for :func:`pathonnx.progress.reporting`)."""
+
+    def __init__(self, stream, delay: float = 1.0, clock=None):
+        import time
+
+        self.stream, self.delay, self.clock = stream, delay, clock or time.monotonic
+        self.task, self.start, self.width = None, 0.0, 0
+
+    def __call__(self, task: str, done: int, total: int) -> None:
+        now = self.clock()
+        if task != self.task:
+            self.task, self.start = task, now
+        if done >= total:
+            self._clear()
+            self.task = None
+            return
+        if now - self.start >= self.delay:
+            line = f"{task} {done}/{total}  {now - self.start:.0f} s"
+            self.stream.write("\r" + line.ljust(self.width))
+            self.stream.flush()
+            self.width = len(line)
+
+    def _clear(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0

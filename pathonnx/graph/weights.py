@@ -43,7 +43,7 @@ SMALLEST = 4096
 #: Models with at least this many bytes of weights share them between sessions. Sharing turns
 #: off onnxruntime's pre-packing and layout optimizations, which makes results depend on the
 #: batch size in the last float bits; smaller models keep them, and one copy per session.
-SHARE_ABOVE = 64 << 20
+SHARE_ABOVE = 16 << 20
 
 
 class Pooled(np.ndarray):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..engine import gate_cotangents, network_top, one_hot
 from ..graph.choice import accumulate_graph, intgrad_score_graph, repeat_graph
+from ..progress import step
 from .pathway import Pathway, network_wide_start, pathway_from_counts
 from .registry import INTEGER, SPARSITY, Param, family, register
 
@@ -76,7 +77,8 @@ def _intgrad_scores(model, x: np.ndarray, target: np.ndarray, steps: int, batch:
     values = engine.values(x, [name for names in crossing.values() for name in names])
     alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)
     scores = {}
-    for gate, cut in zip(model.gates, cuts):
+    for done, (gate, cut) in enumerate(zip(model.gates, cuts)):
+        step(f"intgrad ({steps} steps): gates", done, len(cuts))
         total = None
         for lo in range(0, steps, batch):
             a = alphas[lo : lo + batch]
@@ -97,4 +99,5 @@ def _intgrad_scores(model, x: np.ndarray, target: np.ndarray, steps: int, batch:
                            ["total"])  # fmt: skip
         feeds = {"v": values.value(gate.name), "total": total, "steps": np.array([steps], float)}
         (scores[gate.name],) = run(("intgrad_score",), intgrad_score_graph, feeds, ["score"])
+    step(f"intgrad ({steps} steps): gates", len(cuts), len(cuts))
     return scores

@@ -29,6 +29,7 @@ from ..engine import (
     top_units,
 )
 from ..errors import InputError
+from ..progress import step
 from .pathway import Pathway
 from .registry import INTEGER, NUMBER, WIDTH, Param, max_units, register
 from .selection import select_sparse
@@ -146,7 +147,9 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     if valid is not None:
         seeds[~valid] = 0.0
     rows = _Rows(model, fwd, seeds, row, valid)
-    for index in range(len(gates) - 1, len(gates) - 1 - depth, -1):
+    task = f"pathwise ({chosen.shape[1]} rows): gates"
+    for done, index in enumerate(range(len(gates) - 1, len(gates) - 1 - depth, -1)):
+        step(task, done, depth)
         gate = gates[index]
         if forced is not None and index == len(gates) - 1:
             rows.skip(index)  # seeded, not selected: the walk only moves down
@@ -154,6 +157,7 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
             rows.fix(gate, model.engine.dev.put(mask), np.ones(n, np.int64), dead)
         else:
             rows.select(index, max_units(width, gate.units), alpha_rows)
+    step(task, depth, depth)
     grad, bias = rows.target_to_input(len(gates) - depth)
     linear = Linear(W=grad, b=bias.astype(np.float64), target=target, logits=fwd.logits)
     params = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}

@@ -32,6 +32,7 @@ import numpy as np
 from ..engine import device_value, gate_cotangents, masks_and_counts, network_top, softmax
 from ..errors import InputError
 from ..graph.choice import adam_graph, greedy_graph
+from ..progress import step as report
 from .pathway import Pathway, network_wide_start, pathway_from_counts
 from .registry import INTEGER, NUMBER, NUMBER_OR_UNIFORM, SEED, SPARSITY, Param, family, register
 
@@ -82,6 +83,7 @@ def _greedy(model, fwd0, target, sparsity: float, rounds: int = 20):
     scales = {g.name: put(np.ones((n, *g.shape), np.float32)) for g in gates}
     first = None
     for step in range(4 * int(rounds) + 1):
+        report("greedy: rounds (at most)", step, 4 * int(rounds) + 1)
         fwd = engine.scaled_forward(fwd0.x, scales)
         grads = gate_cotangents(model, fwd, target, masks=keep, keep=True)
         feeds = {}
@@ -144,6 +146,7 @@ def _dgr(
     teacher = softmax(fwd0.logits)
     losses = []
     for t in range(1, int(steps) + 1):
+        report("dgr: steps", t - 1, int(steps))
         fwd = engine.scaled_forward(fwd0.x, scales)
         student = softmax(fwd.logits)
         losses.append(-(teacher * np.log(np.maximum(student, 1e-300))).sum(axis=1))
