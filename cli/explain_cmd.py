@@ -17,7 +17,7 @@ from pathonnx.explanation import Request, explain_samples
 from pathonnx.images import collect
 from pathonnx.io import atomic_write_bytes
 from pathonnx.methods import METHODS
-from pathonnx.pictures import index_html
+from pathonnx.pictures import index_html, share_text
 from pathonnx.progress import reporting
 
 from .options import (
@@ -81,7 +81,8 @@ def run_explain(model, images, **opts) -> None:
     files = collect(images)
     loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"],
                                  precision(opts["tf32"]))  # fmt: skip
-    pre, loaded = read_inputs(loaded_model, opts, files)
+    skipped: list = []
+    pre, loaded = read_inputs(loaded_model, opts, files, skipped)
     if pre is not None:
         notes += list(pre.notes)
     check_out_dir(out, [item.source for item in loaded], files)
@@ -131,6 +132,13 @@ def run_explain(model, images, **opts) -> None:
     if opts["as_json"]:
         data = [json.loads(e.to_json()) for e in results]
         click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    if skipped:
+        for path, message in skipped:
+            shown = message if str(path) in message else f"{path}: {message}"
+            click.echo(f"skipped: {shown}", err=True)
+        click.echo(f"error: {len(skipped)} of {len(files)} inputs could not be read (listed "
+                   "above); the others were explained", err=True)  # fmt: skip
+        sys.exit(2)
 
 
 def _row(expl, png: str) -> dict:
@@ -152,11 +160,18 @@ def _summary(expl, png: Path) -> str:
     if expl.pathway is not None:
         kept = sum(expl.pathway.units_kept.values())
         text += (
-            f": {kept} units over {len(expl.pathway.units_kept)} gates, path logit "
-            f"{expl.pathway.wx + expl.pathway.bias:.3g} of {float(expl.logits[expl.target]):.3g}"
+            f": {kept} units over {len(expl.pathway.units_kept)} gates; the pathway's linear "
+            f"model W^p·x + b^p = {expl.pathway.wx + expl.pathway.bias:.3g}, the logit "
+            f"{float(expl.logits[expl.target]):.3g} ({share_text(expl.pathway.logit_share)})"
         )
     for i, path in enumerate(expl.paths):
-        text += f"\n  path {i + 1}: {100 * path.logit_share:.0f}% of the logit"
+        text += f"\n  path {i + 1}: {share_text(path.logit_share)}"
+    if expl.pathway is not None and not 0 <= expl.pathway.logit_share <= 1.005:
+        text += ("\n  (a pathway drops units: without the ones that lower the logit, its linear "
+                 "model can exceed the logit)")  # fmt: skip
+    for note in expl.notes:
+        if note.startswith("warning"):
+            text += f"\n  {note}"
     return text + f"\n  exact-model error {expl.completeness_error:.1e} -> {png}"
 
 

@@ -156,14 +156,21 @@ def cli_preprocess(model, opts: dict, files: list[Path]):
     return image_preprocess(model, opts["preset"], **given)
 
 
-def read_inputs(model, opts: dict, files: list[Path]):
-    """(preprocessing, the inputs of every file) as the preprocessing flags ask."""
+def read_inputs(model, opts: dict, files: list[Path], skipped: list | None = None):
+    """(preprocessing, the inputs of every file) as the preprocessing flags ask. With a list
+    ``skipped`` and several files, a file that cannot be read is skipped, and ``(file,
+    message)`` appended to it: a folder goes on past a bad input. Otherwise it raises."""
     pre = cli_preprocess(model, opts, files)
-    samples = [
-        item
-        for path in files
-        for item in load_inputs(path, pre, model.input_shape, opts["grey_to_rgb"])
-    ]
+    samples = []
+    for path in files:
+        try:
+            samples += load_inputs(path, pre, model.input_shape, opts["grey_to_rgb"])
+        except InputError as err:
+            if skipped is None or len(files) == 1:
+                raise
+            skipped.append((path, str(err)))
+    if files and not samples:
+        raise InputError(f"none of the {len(files)} inputs can be read; the first: {skipped[0][1]}")
     return pre, samples
 
 

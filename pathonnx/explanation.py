@@ -34,6 +34,14 @@ EXACT_MACS = 3e11
 AUTO_CLASSES = 20
 
 
+#: What ``path_logit`` and ``logit_share`` are, in every report that shows them.
+PATH_LOGIT_MEANS = (
+    "path_logit = W^p·x + b^p, the pathway's own linear model at x (units outside the pathway "
+    "removed); logit_share = path_logit / logit. It can exceed 1 or be negative: the pathway "
+    "drops units, and dropping units whose contributions are negative leaves more than the logit"
+)
+
+
 @dataclass(frozen=True)
 class PathSummary:
     """One pathway of an explanation: its attribution (shaped like one input), units kept per
@@ -55,6 +63,7 @@ class PathSummary:
             "bias": self.bias,
             "path_logit": self.wx + self.bias,
             "logit_share": self.logit_share,
+            "path_logit_means": PATH_LOGIT_MEANS,
             "units_kept": self.units_kept,
             "units_kept_total": int(sum(self.units_kept.values())),
             "dead_share": self.dead_share,
@@ -407,6 +416,7 @@ def _explain_batch(model: Model, part: list[Sample], request: Request) -> list[E
     timings["completeness"] = time.perf_counter() - t0
     timings = {k: v / n for k, v in timings.items()}
     shown = _jsonable(request.params)
+    warnings = [_warnings(request, fwd.logits[i], attribution[i]) for i in range(n)]
     out = []
     for i, item in enumerate(part):
         out.append(
@@ -426,9 +436,41 @@ def _explain_batch(model: Model, part: list[Sample], request: Request) -> list[E
                 ],
                 compare={k: v[i] for k, v in others.items()},
                 completeness_error=float(err[i]), device=model.device,
-                precision=model.precision, timings=dict(timings), notes=list(request.notes),
+                precision=model.precision, timings=dict(timings),
+                notes=list(request.notes) + warnings[i],
             )
         )  # fmt: skip
+    return out
+
+
+#: Logits whose largest magnitude is below this carry no signal in float32 arithmetic.
+NOISE = 1e-6
+
+
+def _warnings(request: Request, logits: np.ndarray, attribution: np.ndarray) -> list[str]:
+    """Warnings about one explanation: an all-zero map, logits at float noise, tied top
+    classes. Each starts with "warning:"."""
+    out = []
+    if not np.any(attribution):
+        out.append(
+            f"warning: the {request.method} map is all zero: nothing of the input reaches the "
+            "explained logit along it (try another method, e.g. saliency, or a smaller sparsity)"
+        )
+    scale = float(np.abs(logits).max()) if logits.size else 0.0
+    if scale < NOISE:
+        out.append(
+            f"warning: the logits are at float noise (largest |logit| {scale:.2g}); the "
+            "model's output carries no signal at this input, and neither does its explanation"
+        )
+    top = float(logits.max()) if logits.size else 0.0
+    tied = np.flatnonzero(np.isclose(logits, top, rtol=1e-6, atol=NOISE * 1e-3))
+    if len(tied) > 1:
+        names = ", ".join(request.labels[i] for i in tied[:5]) + (", ..." if len(tied) > 5 else "")
+        which = f"all {len(tied)} classes" if len(tied) == len(logits) else f"{len(tied)} classes"
+        out.append(
+            f"warning: the top classes tie: {which} ({names}) share the highest logit "
+            f"{top:.4g}; the prediction is the first of them by index"
+        )
     return out
 
 

@@ -89,7 +89,7 @@ def panels(expl) -> list[tuple[str, np.ndarray]]:
     out.append((f"{expl.method}  (±{scale:.2g})", main))
     for i, path in enumerate(expl.paths):
         picture, _ = overlay(image, heat(path.attribution, layout))
-        out.append((f"path {i + 1}: {100 * path.logit_share:.0f}% of logit", picture))
+        out.append((f"path {i + 1}: {share_text(path.logit_share)}", picture))
     for name, attribution in expl.compare.items():
         picture, scale = overlay(image, heat(attribution, layout))
         out.append((f"{name}  (±{scale:.2g})", picture))
@@ -129,8 +129,24 @@ def compose(expl):
         x0 += cell + pad
     _bars(draw, expl, (x0, head_h), bars_w, height + title_h, small)
     legend = "red raises the explained logit, blue lowers it; colour scale per panel (±value)"
-    draw.text((pad, head_h + title_h + height + 6), legend, fill="#555555", font=small)
+    warning = next((n for n in expl.notes if n.startswith("warning")), None)
+    colour = "#555555" if warning is None else "#b00000"
+    draw.text((pad, head_h + title_h + height + 6), _fit(warning or legend, width - 2 * pad, draw,
+              small), fill=colour, font=small)  # fmt: skip
     return canvas
+
+
+def share_text(share: float) -> str:
+    """What a pathway's linear model ``W^p·x + b^p`` is, as a share of the logit, in words.
+    Above 100 % it is no error: a pathway drops units, and dropping the ones whose
+    contributions are negative leaves more than the logit."""
+    if not np.isfinite(share):
+        return "logit is 0"
+    if 0 <= share <= 1.005:
+        return f"{100 * share:.0f}% of logit"
+    if share > 1:
+        return f"{share:.3g}× logit (negatives dropped)"
+    return f"{share:.3g}× logit (opposes it)"
 
 
 def _bars(draw, expl, origin, width, height, font) -> None:

@@ -463,3 +463,62 @@ def test_large_models_default_to_the_top_classes_and_say_so(vgg, monkeypatch, tm
     assert "approximated" not in result.output
     result = CliRunner().invoke(main, ["explain", str(VGG), str(IMAGE), "-o", str(tmp_path)])
     assert result.exit_code == 0 and "note: pathwise is approximated" in result.output
+
+
+def _mlp(second: np.ndarray) -> bytes:
+    """A 4-8-K ReLU MLP with the given second layer (K, 8) and no biases."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1"], ["h"], transB=1),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Gemm", ["r", "w2"], ["y"], transB=1)],
+        "mlp", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", len(second)])],
+        [numpy_helper.from_array(first, "w1"),
+         numpy_helper.from_array(second.astype(np.float32), "w2")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_degenerate_explanations_come_with_warnings():
+    dead = explain(pathonnx.load(_mlp(np.zeros((5, 8)))), np.ones(4, np.float32))
+    warned = [n for n in dead.notes if n.startswith("warning")]
+    assert len(warned) == 3, dead.notes
+    assert "map is all zero" in warned[0] and not dead.attribution.any()
+    assert "float noise" in warned[1]
+    assert "all 5 classes" in warned[2] and dead.prediction == 0
+    rng = np.random.default_rng(1)
+    second = rng.standard_normal((4, 8))
+    second[0] = second[2] = 10.0  # classes 0 and 2 tie, above the others (ReLU outputs ≥ 0)
+    x = np.ones(4, np.float32)
+    tied = explain(pathonnx.load(_mlp(second)), x, target=1, method="saliency")
+    expected = [n for n in tied.notes if n.startswith("warning")]
+    assert len(expected) == 1 and "2 classes (0, 2)" in expected[0], tied.notes
+    clear = explain(pathonnx.load(_mlp(rng.standard_normal((4, 8)))), x)
+    assert [n for n in clear.notes if n.startswith("warning")] == []
+    assert clear.attribution.any()
+
+
+def test_a_folder_goes_on_past_bad_inputs(tmp_path):
+    """Every readable input is explained and written; the others are listed, and the exit code
+    is 2 (unreadable input, DESIGN §5). A single bad input still fails at once."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(IMAGE, folder / "a.png")
+    Image.new("L", (32, 32), 128).save(folder / "b_grey.png")
+    (folder / "c_bad.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["explain", str(VGG), str(folder), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.npz", "a.png"]
+    assert "b_grey.png" in result.output and "c_bad.png" in result.output
+    assert "2 of 3 inputs could not be read" in result.output
+    single = CliRunner().invoke(main, ["explain", str(VGG), str(folder / "c_bad.png"), "-o",
+                                       str(tmp_path / "out2")])  # fmt: skip
+    assert single.exit_code == 2 and not (tmp_path / "out2").exists()
