@@ -21,7 +21,7 @@ from pathonnx.evaluation.evaluate import (
     table_markdown,
     table_text,
 )
-from pathonnx.explanation import model_labels
+from pathonnx.explanation import approximate, model_labels
 from pathonnx.images import collect
 from pathonnx.io import atomic_write_bytes
 from pathonnx.methods import METHODS
@@ -73,6 +73,9 @@ def evaluate_options(func):
         click.option("--batch", type=int, default=64, show_default=True,
                      help="Inputs per onnxruntime call in the metrics."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        click.option("--exact", is_flag=True,
+                     help="Exact pathwise over all K classes even where it takes minutes "
+                          "(by default a large model with many classes runs --classes 20)."),
         *options.preprocess_options(),
     ]  # fmt: skip
     return options.apply_options(func, options.with_method_options(own, flags=False))
@@ -82,7 +85,7 @@ def run_evaluate(model, data, **opts) -> None:
     methods = _names(opts["methods"], METHODS, "methods")
     groups = _names(opts["metrics"], GROUPS, "metrics")
     one = methods[0] if len(methods) == 1 else None
-    params = {m: p for m, p in options.method_params(opts, methods, primary=one).items() if p}
+    chosen = options.method_params(opts, methods, primary=one)
     files = collect(list(data))
     if opts["limit"] is not None:
         if opts["limit"] < 1:
@@ -90,8 +93,12 @@ def run_evaluate(model, data, **opts) -> None:
         files = files[: opts["limit"]]
     loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"],
                                  options.precision(opts["tf32"]))  # fmt: skip
+    notes = [] if opts["exact"] else [
+        note for m in methods if (note := approximate(loaded_model, m, chosen.setdefault(m, {})))
+    ]  # fmt: skip
+    params = {m: p for m, p in chosen.items() if p}
     pre, loaded = options.read_inputs(loaded_model, opts, files)
-    for note in pre.notes if pre is not None else ():
+    for note in notes + list(pre.notes if pre is not None else ()):
         click.echo(f"note: {note}", err=True)
     if opts["limit"] is not None:
         loaded = loaded[: opts["limit"]]

@@ -267,7 +267,7 @@ class Request:
         compare = {n: method_params(n, dict(p or {})) for n, p in given.items() if n != method}
         notes = [] if exact else [
             note for name, chosen in ((method, params), *compare.items())
-            if (note := _approximate(model, name, chosen))
+            if (note := approximate(model, name, chosen))
         ]  # fmt: skip
         if paths is not None and METHODS[method].decompose is None:
             split = [m.name for m in METHODS.values() if m.decompose is not None]
@@ -284,7 +284,7 @@ class Request:
                    model.sha256(), pre, tuple(notes))  # fmt: skip
 
 
-def _approximate(model: Model, name: str, params: dict) -> str | None:
+def approximate(model: Model, name: str, params: dict) -> str | None:
     """Set ``params["classes"]`` to :data:`AUTO_CLASSES` where method ``name`` would carry all
     K classes at a cost above :data:`EXACT_MACS`; the note that says so, else None."""
     k, cost = model.num_outputs, model.num_outputs * model.graph.macs

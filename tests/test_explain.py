@@ -522,3 +522,19 @@ def test_a_folder_goes_on_past_bad_inputs(tmp_path):
     single = CliRunner().invoke(main, ["explain", str(VGG), str(folder / "c_bad.png"), "-o",
                                        str(tmp_path / "out2")])  # fmt: skip
     assert single.exit_code == 2 and not (tmp_path / "out2").exists()
+
+
+def test_evaluate_approximates_as_explain_does(monkeypatch, tmp_path):
+    from pathonnx import explanation
+
+    monkeypatch.setattr(explanation, "EXACT_MACS", 0)
+    monkeypatch.setattr(explanation, "AUTO_CLASSES", 3)
+    for flags, classes in (([], 3), (["--exact"], None)):
+        out = tmp_path / f"eval{len(flags)}"
+        result = CliRunner().invoke(main, ["evaluate", str(VGG), str(IMAGE), "--methods",
+                                           "pathwise", "--metrics", "pathway", "-o", str(out),
+                                           *flags])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "results.json").read_text())
+        assert report["settings"]["params"].get("pathwise", {}).get("classes") == classes
+        assert ("note: pathwise is approximated" in result.output) == (classes is not None)

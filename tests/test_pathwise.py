@@ -274,3 +274,35 @@ def test_sparse_choice_scores_only_the_units_with_a_cotangent(exported):
     want = select_units(imp.astype(np.float32), 3, 0.25)
     assert (mask == want).all()
     assert mask[1].sum() == 1 and mask[1][0]  # nothing passes 1/R: the first unit
+
+
+def test_a_store_that_fits_part_of_the_rows_moves_those_on_and_walks_the_others_again(
+    exported, monkeypatch
+):
+    # One row per call, and a store that holds about half of the rows at the largest cut: at
+    # the large cuts some chunks move on and the others are walked again from where they are.
+    from pathonnx.engine import sweep
+
+    path, _ = exported("vgg_bn")
+    x = zoo.example_input("vgg_bn", batch=2, seed=7)
+    model = pathonnx.load(path, device="cpu")
+    model.engine.memory_budget = 1
+    lagging, stored = [], []
+    advance = sweep.RowStore.advance
+
+    def watched(self, stop, masks):
+        yield from advance(self, stop, masks)
+        lagging.append(sum(start != self.start for _, _, start in self.chunks))
+        stored.append(sum(self._bytes(c) for c, _, _ in self.chunks))
+
+    monkeypatch.setattr(sweep.RowStore, "advance", watched)
+    whole = pathonnx.pathwise(model, x)
+    assert max(lagging) == 0
+    model.engine.store_budget = int(0.6 * max(stored))
+    lagging.clear()
+    mixed = pathonnx.pathwise(model, x)
+    assert 0 < max(lagging) < model.num_outputs, lagging  # some moved on, some stayed
+    for name, mask in whole.masks.items():
+        np.testing.assert_array_equal(mask, mixed.masks[name], err_msg=name)
+    np.testing.assert_allclose(mixed.linear.W, whole.linear.W, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(mixed.linear.b, whole.linear.b, rtol=1e-5, atol=1e-6)

@@ -26,15 +26,17 @@ from .resident import OrtValue, device_value, dtype_of, shape_of
 
 
 class RowStore:
-    """The K-row cotangents of the sweep at its last stored cut, in chunks of rows, and the
-    walk below it.
+    """The K-row cotangents of the sweep, in chunks of rows, and the walk below them.
 
-    :meth:`advance` walks the chunks from the stored cut down to the next one, and yields each
-    chunk's cotangents there. The result replaces the store, chunk by chunk (each old chunk is
-    freed as its successor is made), only while it fits :attr:`LinearEngine.store_budget`;
-    otherwise the store stays where it is and the next walk starts from it again, through the
-    masks fixed meanwhile (more work, bounded memory). That is what runs a 1000-class VGG-16 at
-    224×224, whose bottom gates hold 3.2 million units per row.
+    :meth:`advance` walks every chunk from where it is stored down to the next cut, and yields
+    each chunk's cotangents there: :attr:`start`, the *front*, is the cut the last walk
+    reached. A chunk's result replaces it (its old values freed as the new ones are kept) while
+    the store stays within :attr:`LinearEngine.store_budget`; a chunk that does not fit stays
+    where it is, and the next walk starts it from there again, through the masks fixed
+    meanwhile (more work, bounded memory). So where a cut is too large for all K rows, as many
+    chunks as fit move on and only the others are walked again: that is what runs a 1000-class
+    VGG-16 at 224×224, whose bottom gates hold 3.2 million units per row (12.8 GB for 1000
+    rows), near the cost of one K-row walk.
     """
 
     def __init__(self, engine, fwd, cotangents: dict, start, bias: np.ndarray, rows: int):
@@ -45,6 +47,7 @@ class RowStore:
             (
                 {k: put(self._rows_of(v, lo)) for k, v in cotangents.items()},
                 self._rows_of(bias, lo),
+                start,
             )
             for lo in range(0, rows, self.step)
         ]
@@ -54,35 +57,47 @@ class RowStore:
         shaped = value.reshape(self.n, self.r, *value.shape[1:])[:, lo : lo + self.step]
         return np.ascontiguousarray(shaped.reshape(-1, *value.shape[1:]))
 
-    def advance(self, stop: int, masks: dict):
-        n, fits = self.n, True
-        new = []
-        for j in range(len(self.chunks)):
-            cotangents, bias = self.chunks[j]
-            values, part = self.engine.stage(self.fwd, cotangents, self.start, stop, masks,
-                                             keep=True)  # fmt: skip
-            yield j * self.step, values
-            if j == 0:
-                per_row = sum(v.tensor_size_in_bytes() for v in values.values()) / len(bias)
-                fits = per_row * n * self.r <= self.engine.store_budget
-            if fits:
-                new.append(({k: self.engine.dev.detach(v) for k, v in values.items()}, bias + part))
-                self.chunks[j] = None  # freed now: the store never holds two cuts whole
-        if fits:
-            self.chunks, self.start = new, stop
+    @staticmethod
+    def _bytes(cotangents: dict) -> int:
+        return sum(v.tensor_size_in_bytes() if isinstance(v, OrtValue) else v.nbytes
+                   for v in cotangents.values())  # fmt: skip
 
-    def rows(self, row: np.ndarray) -> tuple[dict, np.ndarray]:
-        """The stored cotangents (on the device) and bias of one row per sample (its index in
-        0..R-1), gathered where the rows are."""
+    def advance(self, stop: int, masks: dict):
+        stored = sum(self._bytes(c) for c, _, _ in self.chunks)
+        budget = self.engine.store_budget
+        for j, (cotangents, bias, start) in enumerate(self.chunks):
+            values, part = self.engine.stage(self.fwd, cotangents, start, stop, masks, keep=True)
+            yield j * self.step, values
+            grown = self._bytes(values) - self._bytes(cotangents)
+            if stored + grown <= budget:
+                self.chunks[j] = ({k: self.engine.dev.detach(v) for k, v in values.items()},
+                                  bias + part, stop)  # fmt: skip
+                stored += grown
+        self.start = stop
+
+    def at_front(self, j: int, masks: dict) -> tuple[dict, np.ndarray]:
+        """Chunk ``j``'s (cotangents, bias) at the front :attr:`start`: as stored, or walked
+        there again from where it is stored (transiently), through ``masks``."""
+        cotangents, bias, start = self.chunks[j]
+        if start == self.start:
+            return cotangents, bias
+        values, part = self.engine.stage(self.fwd, cotangents, start, self.start, masks,
+                                         keep=True)  # fmt: skip
+        return values, bias + part
+
+    def rows(self, row: np.ndarray, masks: dict) -> tuple[dict, np.ndarray]:
+        """The cotangents (on the device) and bias of one row per sample (its index in
+        0..R-1) at the front, gathered where the rows are."""
         row = np.asarray(row, np.int64)
         chunk, within = row // self.step, row % self.step
         samples = np.arange(self.n)
         picked: dict = {}
         bias = np.empty(self.n)
-        for j, (cotangents, part) in enumerate(self.chunks):
+        for j in range(len(self.chunks)):
             take = chunk == j
             if not take.any():
                 continue
+            cotangents, part = self.at_front(j, masks)
             per = len(part) // self.n
             index = samples * per + np.where(take, within, 0)
             bias[take] = part[index[take]]

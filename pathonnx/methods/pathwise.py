@@ -234,7 +234,8 @@ class _Rows:
         narrow = self.narrow(index, (self.sparse or self.dense).start)
         if narrow and self.sparse is None:
             above = self.gates[index + 1]
-            self.sparse = _Sparse.from_store(self.dense, above, self.host_masks[above.name])
+            self.sparse = _Sparse.from_store(self.dense, above, self.host_masks[above.name],
+                                             self.masks)  # fmt: skip
         elif not narrow and self.sparse is not None:
             self._densify(index + 1)
         if self.sparse is not None:
@@ -268,7 +269,8 @@ class _Rows:
         row to the input. Returns W^p (N, *input_shape) and b^p (N,)."""
         if self.sparse is None and self.narrow(-1, self.dense.start, last):
             self.sparse = _Sparse.from_store(self.dense, self.gates[last],
-                                             self.host_masks[self.gates[last].name])  # fmt: skip
+                                             self.host_masks[self.gates[last].name],
+                                             self.masks)  # fmt: skip
         if self.sparse is not None and self.walker.can_walk(self.sparse.start, 0):
             found = self.sparse.to_input(self.walker, self.fwd, self.row, self.host_masks,
                                          self.model.input_shape)  # fmt: skip
@@ -276,7 +278,7 @@ class _Rows:
                 return found
         if self.sparse is not None:
             self._densify(last)
-        cotangents, bias = self.dense.rows(self.row)
+        cotangents, bias = self.dense.rows(self.row, self.masks)
         cotangents, part = self.engine.stage(self.fwd, cotangents, self.dense.start, 0,
                                              self.masks, single_row=True)  # fmt: skip
         return cotangents["grad"], bias + part
@@ -290,19 +292,22 @@ class _Sparse:
         self.start, self.entries, self.bias, self.r = start, entries, bias, rows
 
     @classmethod
-    def from_store(cls, store, gate, mask: np.ndarray) -> _Sparse:
-        """The stored dense rows at the cut after ``gate``, on the units its mask keeps (the
-        gate's transpose zeroes every other one)."""
+    def from_store(cls, store, gate, mask: np.ndarray, masks: dict) -> _Sparse:
+        """The dense rows at the store's front, the cut after ``gate``, on the units its mask
+        keeps (the gate's transpose zeroes every other one); ``masks``: those fixed so far."""
         n, host = store.n, store.engine.dev.host
         flat = mask.reshape(n, -1)
-        entries = []
-        for i in range(n):
-            idx = np.flatnonzero(flat[i])
-            parts = [host(c[f"ct:{gate.name}"]).reshape(n, -1, gate.units)[i][:, idx]
-                     for c, _ in store.chunks]  # fmt: skip
-            entries.append((idx, np.concatenate(parts, axis=0)))
-        bias = np.concatenate([b.reshape(n, -1) for _, b in store.chunks], axis=1)
-        return cls(store.start, entries, bias, store.r)
+        kept = [np.flatnonzero(flat[i]) for i in range(n)]
+        parts: list[list] = [[] for _ in range(n)]
+        biases = []
+        for j in range(len(store.chunks)):  # one chunk at a time: each may be walked again
+            cotangents, bias = store.at_front(j, masks)
+            rows = host(cotangents[f"ct:{gate.name}"]).reshape(n, -1, gate.units)
+            for i in range(n):
+                parts[i].append(rows[i][:, kept[i]])
+            biases.append(bias.reshape(n, -1))
+        entries = [(kept[i], np.concatenate(parts[i], axis=0)) for i in range(n)]
+        return cls(store.start, entries, np.concatenate(biases, axis=1), store.r)
 
     def advance(self, walker, fwd, stop: int, masks: dict) -> bool:
         """Walk down to ``stop``; False (and no change) when the cotangent grows too dense for
