@@ -63,3 +63,17 @@ def test_the_terminal_line_waits_then_counts_then_clears():
     line("pathwise (21 rows): gates", 3, 3)
     shown = stream.getvalue()
     assert shown.endswith("\r" + " " * len("pathwise (21 rows): gates 2/3  2 s") + "\r")
+
+
+def test_paths_carry_the_classes_asked_for(vgg):
+    """--paths M honours --classes: every sweep of the explanation, the decomposition's
+    included, carries classes + 1 rows, not K."""
+    from pathonnx import explain
+
+    x = np.random.default_rng(2).random(vgg.input_shape, np.float32)
+    calls = heard(lambda: explain(vgg, x, paths=2, classes=3))
+    tasks = {task for task, _, _ in calls}
+    assert tasks == {"pathwise (4 rows): gates"}, tasks
+    assert sum(done == total for _, done, total in calls) == 2  # the pathway, then the paths
+    exact = {task for task, _, _ in heard(lambda: explain(vgg, x, paths=2))}
+    assert exact == {f"pathwise ({vgg.num_outputs} rows): gates"}
