@@ -233,7 +233,7 @@ def load_model(
         )
     _set_dims(data, [1, *sample])
     weights = Weights()
-    weights.strip(proto)  # from here on the graph work handles light protos
+    weights.strip(proto, digest)  # from here on the graph work handles light protos
     try:
         proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as err:

@@ -158,10 +158,12 @@ class Weights:
         self.arrays: dict[str, Pooled] = {}
         self._ort: dict[str, object] = {}
 
-    def add(self, array: np.ndarray) -> Pooled:
-        """Register ``array`` (by content: equal arrays share one copy) and hold it."""
+    def add(self, array: np.ndarray, name: str | None = None) -> Pooled:
+        """Register ``array`` and hold it. Its key is its content's hash (equal arrays share
+        one copy), or ``name`` hashed: a name that fixes the content, such as the model file's
+        hash and the tensor's name in it (which saves hashing the weights a second time)."""
         array = np.ascontiguousarray(array)
-        digest = hashlib.sha256(array.data)
+        digest = hashlib.sha256(array.data if name is None else name.encode())
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         key = digest.hexdigest()
         found = _REGISTRY.get(key)
@@ -173,9 +175,11 @@ class Weights:
         self.arrays[key] = found
         return found
 
-    def strip(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+    def strip(self, proto: onnx.ModelProto, source: str | None = None) -> onnx.ModelProto:
         """Move ``proto``'s large initializers into the registry, in place, leaving stubs;
-        the stubs it has already are held too. Returns ``proto``."""
+        the stubs it has already are held too. ``source``: the hash of the file ``proto`` was
+        read from, which with a tensor's name fixes its content (see :meth:`add`). Returns
+        ``proto``."""
         for tensor in proto.graph.initializer:
             key = stub_key(tensor)
             if key is not None:
@@ -184,7 +188,7 @@ class Weights:
                 array = numpy_helper.to_array(tensor)
                 if array.dtype.kind not in "fiub":
                     continue
-                pooled = self.add(array)
+                pooled = self.add(array, None if source is None else f"{source}:{tensor.name}")
                 for field in ("raw_data", "float_data", "int32_data", "int64_data",
                               "double_data", "uint64_data"):  # fmt: skip
                     tensor.ClearField(field)
@@ -258,7 +262,10 @@ def _placeholder_folder() -> str:
 
 
 def _nbytes(tensor: onnx.TensorProto) -> int:
-    if tensor.HasField("raw_data"):
-        return len(tensor.raw_data)
+    """The tensor's size from its shape and type (reading ``raw_data`` would copy it)."""
     count = int(np.prod(tensor.dims, dtype=np.int64)) if len(tensor.dims) else 1
-    return count * 4
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return count * itemsize
