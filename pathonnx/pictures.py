@@ -145,8 +145,8 @@ def share_text(share: float) -> str:
     if 0 <= share <= 1.005:
         return f"{100 * share:.0f}% of logit"
     if share > 1:
-        return f"{share:.3g}× logit (negatives dropped)"
-    return f"{share:.3g}× logit (opposes it)"
+        return f"{share:.3g}x logit (negatives dropped)"
+    return f"{share:.3g}x logit (opposes it)"
 
 
 def _bars(draw, expl, origin, width, height, font) -> None:
