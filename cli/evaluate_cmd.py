@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-import pathonnx
 from pathonnx.errors import InputError
 from pathonnx.evaluation.evaluate import (
     GROUPS,
@@ -59,6 +58,7 @@ def evaluate_options(func):
                      show_default=True, help="Comma-separated registry names."),
         click.option("--metrics", default=",".join(GROUPS), show_default=True,
                      help="Comma-separated: " + ", ".join(GROUPS) + "."),
+        *options.output_options(dense=True),
         click.option("--limit", type=int, help="Evaluate only the first N inputs."),
         click.option("--steps", type=int, help="Insertion/deletion steps (default √(H·W))."),
         click.option("--mprt-layers", type=int,
@@ -88,8 +88,7 @@ def run_evaluate(model, data, **opts) -> None:
         if opts["limit"] < 1:
             raise InputError(f"--limit {opts['limit']} must be a positive number")
         files = files[: opts["limit"]]
-    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"],
-                                 options.precision(opts["tf32"]))  # fmt: skip
+    loaded_model = options.load_model(model, opts)
     pre, loaded = options.read_inputs(loaded_model, opts, files)
     for note in pre.notes if pre is not None else ():
         click.echo(f"note: {note}", err=True)

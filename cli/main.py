@@ -16,7 +16,7 @@ from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
-from .options import methods_epilog, precision
+from .options import methods_epilog, output_options, parse_size, precision
 from .render import check_text, inspect_text, report_text
 
 
@@ -94,6 +94,18 @@ def common_model_options(func):
         help="On CUDA, let the GPU round float32 products to TF32: faster, but W·x + b then "
         "misses the logit by up to about 1e-2 relative. Off by default (exact).",
     )(func)
+    return func
+
+
+def model_only_options(func):
+    """--output and --size for the commands that read a model and no images."""
+    func = click.option(
+        "--size",
+        metavar="HxW",
+        help="Height and width of an image input the model leaves dynamic (e.g. 12x12).",
+    )(func)
+    for option in reversed(output_options()):
+        func = option(func)
     return func
 
 
@@ -177,9 +189,10 @@ def evaluate(model, data, **opts):
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @common_model_options
+@model_only_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every rewrite pass's report.")
-def check(models, input_shape, device, tf32, as_json, verbose):
+def check(models, input_shape, device, tf32, output, size, as_json, verbose):
     """Check that each MODEL can be explained, for CI.
 
     For every model: explainable or not and why (every offending node), its op histogram, gates
@@ -189,15 +202,20 @@ def check(models, input_shape, device, tf32, as_json, verbose):
     Exit code: 0 all explainable and reproduced, 1 some model is not explainable or failed the
     self-check, 2 some file could not be read.
 
+    A model with several outputs needs --output NAME; a dense output (e.g. N×H×W×C) is
+    checked on all its elements, flattened to logits.
+
     \b
-    Example:
+    Examples:
       pathonnx check sample_models/*.onnx --json
+      pathonnx check pnet.onnx --output softmax --size 12x12
     """
     results = []
     show = len(models) > 1 and not as_json and sys.stderr.isatty()
     with _progress(models, "checking", show=show) as items:
         for path in items:
-            results.append(pathonnx.check_model(path, input_shape, device, precision(tf32)))
+            results.append(pathonnx.check_model(path, input_shape, device, precision(tf32),
+                                                output, parse_size(size)))  # fmt: skip
     if as_json:
         emit_json([r.to_dict() for r in results])
     else:
@@ -212,21 +230,23 @@ def check(models, input_shape, device, tf32, as_json, verbose):
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @common_model_options
+@model_only_options
 @click.option("--json", "as_json", is_flag=True, help="Print the gates as JSON.")
-def inspect(model, input_shape, device, tf32, as_json):
+def inspect(model, input_shape, device, tf32, output, size, as_json):
     """Show the gates of MODEL (kind, shape, units) in execution order.
 
     \b
     Example:
       pathonnx inspect sample_models/shapes_resnet.onnx
     """
-    loaded = pathonnx.load(model, input_shape, device, precision(tf32))
+    loaded = pathonnx.load(model, input_shape, device, precision(tf32), output, parse_size(size))
     if as_json:
         emit_json(
             {
                 "model": model,
                 "input_shape": list(loaded.input_shape),
                 "num_outputs": loaded.num_outputs,
+                "output": loaded.describe_output(),
                 "gates": [
                     {
                         "index": i,
