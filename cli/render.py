@@ -95,9 +95,13 @@ def inspect_text(model: pathonnx.Model) -> str:
             )
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    outputs = f"{model.num_outputs} outputs"
+    if model.dense:
+        shape = "x".join(map(str, model.output_shape))
+        outputs = f"output {model.output_name!r} {shape} ({model.num_outputs} logits)"
     lines = [
         f"{model.source}: input {'x'.join(map(str, model.input_shape))}, "
-        f"{model.num_outputs} outputs, {len(model.gates)} gates"
+        f"{outputs}, {len(model.gates)} gates"
     ]
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
