@@ -108,7 +108,8 @@ def run_evaluate(model, data, **opts) -> None:
                            cache=out / "cache", progress=bar.update if show else None)  # fmt: skip
     summary = results.summary()
     report = {
-        "model": str(model), "model_sha256": loaded_model.sha256(), "inputs": len(loaded),
+        "model": str(model), "model_sha256": loaded_model.sha256(),
+        "output": loaded_model.describe_output(), "inputs": len(loaded),
         "device": loaded_model.device, "precision": loaded_model.precision,
         "methods": methods, "metrics": results.columns, "settings": {
             "steps": opts["steps"], "seed": opts["seed"], "mprt_layers": opts["mprt_layers"],

@@ -149,12 +149,18 @@ def explain(model, images, **opts):
     default from the input shape (pixels in [0, 1]; a note says so). Explanations are of the
     logits: a trailing Softmax is removed.
 
+    A model with several outputs needs --output NAME. A dense output (e.g. N×H×W×C) needs a
+    position, --at Y,X, or a region, --target-mask FILE: the logits are then the C channels
+    there (summed over the region), --target is a channel, and pathwise's softmax runs over
+    those channels. A dynamic image input takes its height and width from --size.
+
     \b
     Examples:
       pathonnx explain
       pathonnx explain sample_models/shapes_vgg.onnx sample_models/images --paths 3
       pathonnx explain model.onnx photo.jpg --preset imagenet --target tabby --json
       pathonnx explain model.onnx scans/ --method intgrad --compare saliency,gradcam
+      pathonnx explain pnet.onnx face.png --output softmax --size 36x44 --target 1 --at 6,8
     """
     run_explain(model, images, **opts)
 

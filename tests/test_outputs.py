@@ -9,6 +9,7 @@ C order, and a target is a channel at a position (``at``, --at) or summed over a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,6 +23,7 @@ from pathonnx.check import self_check
 from pathonnx.evaluation.metrics import cascade_models
 from pathonnx_cli.main import main
 
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 HEADER = '<ir_version: 8, opset_import: ["" : 13]>'
 
 TWO_HEADS = f"""{HEADER}
@@ -308,3 +310,15 @@ def test_prelu_slope_with_a_batch_axis_in_the_sparse_walk(monkeypatch):
     for name, mask in reference.masks.items():
         np.testing.assert_array_equal(walked.masks[name], mask)
     np.testing.assert_allclose(walked.linear.W, reference.linear.W, rtol=1e-5, atol=1e-7)
+
+
+def test_size_leaves_a_fixed_input_alone(tmp_path):
+    """--size resizes images for a fixed-size model, as before: a size it does not take is the
+    preprocessing's error, not a new input shape."""
+    vgg = str(SAMPLES / "shapes_vgg.onnx")
+    assert pathonnx.load(vgg, size=(64, 64)).input_shape == (3, 32, 32)
+    image = str(SAMPLES / "images" / "shapes_003_cross.png")
+    result = CliRunner().invoke(main, ["explain", vgg, image, "--size", "64x64",
+                                       "-o", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "preprocessing gives NCHW at 64x64 but the model takes NCHW at 32x32" in result.stderr

@@ -261,7 +261,7 @@ class Canonical:
         """The canonical model as file bytes, marked as canonical, with ``metadata`` added (and
         the dense output's layout, :data:`OUTPUT_KEY`, when the logits flatten one)."""
         marker = {CANONICAL_KEY: "first output: logits; the others expose gates and argmaxes"}
-        if len(self.output_shape) > 1:
+        if int(np.prod(self.spatial_shape, dtype=np.int64)) > 1:  # dense
             marker[OUTPUT_KEY] = json.dumps({"name": self.output_name,
                                              "shape": list(self.output_shape),
                                              "channel_axis": self.channel_axis})  # fmt: skip

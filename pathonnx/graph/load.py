@@ -220,7 +220,7 @@ def load_model(
             "with a leading batch dimension"
         )
     sample = dims[1:]
-    if input_shape is None and size is not None:
+    if input_shape is None and size is not None:  # only dynamic dims take it
         input_shape = _with_size(sample, size)
     if input_shape is not None:
         input_shape = tuple(int(d) for d in input_shape)
@@ -281,7 +281,8 @@ def choose_output(proto: onnx.ModelProto, name: str, output: str | None) -> None
         )
     if len(outputs) == 1:
         return
-    kept = next(o for o in outputs if o.name == output)
+    kept = onnx.ValueInfoProto()
+    kept.CopyFrom(next(o for o in outputs if o.name == output))
     del proto.graph.output[:]
     proto.graph.output.append(kept)
     _drop_dead_nodes(proto.graph)
@@ -306,15 +307,20 @@ def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
         graph.input.remove(info)
 
 
-def _with_size(sample: list, size) -> list:
-    """The per-sample input shape of an image input with height and width set to ``size``."""
+def _with_size(sample: list, size) -> list | None:
+    """The per-sample shape of an image input whose dynamic height and width take ``size``
+    (fixed dims stay as they are: a size that differs is the preprocessing's to refuse); None
+    when nothing is dynamic or the input is not an image (the error below says what to give)."""
     height, width = (int(v) for v in size)
     layout = image_layout(sample)
-    if layout == "NCHW":
-        return [sample[0], height, width]
-    if layout == "NHWC":
-        return [height, width, sample[2]]
-    return sample  # not an image: the dynamic dims stay, and the error below says what to give
+    if layout is None or all(isinstance(d, int) and d > 0 for d in sample):
+        return None
+    spatial = (1, 2) if layout == "NCHW" else (0, 1)
+    out = list(sample)
+    for axis, value in zip(spatial, (height, width)):
+        if not (isinstance(out[axis], int) and out[axis] > 0):
+            out[axis] = value
+    return out
 
 
 def _dynamic_advice(sample: list) -> str:
