@@ -222,6 +222,9 @@ def test_pnet_region():
     summed = sum(model.linearize(x, i).W.astype(np.float64) for i in flat)
     np.testing.assert_allclose(linear.W, summed, rtol=1e-5, atol=1e-6 * np.abs(summed).max())
     np.testing.assert_allclose(region.forward(x).logits[:, 1], logits[:, flat].sum(1), rtol=1e-5)
+    # the region's sums do not depend on the batch they run in, to the last bit
+    alone = np.concatenate([region.forward(x[i : i + 1]).logits for i in range(len(x))])
+    np.testing.assert_array_equal(region.forward(x).logits, alone)
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,7 @@ class Canonical:
         """This model with its logits replaced by a readout of the dense output: per channel,
         the sum of ``weights`` (shape :attr:`spatial_shape`) times the channel's elements
         (:class:`Readout`). One position with weight 1 (``at``) reads the C logits there; a
-        0/1 region sums them over the region. Three linear nodes above every gate: the gates,
+        0/1 region sums them over the region. A few linear nodes above every gate: the gates,
         their order and the rest of the graph are those of this model."""
         weights = np.asarray(weights, np.float32).reshape(self.spatial_shape)
         name = f"{self.output_name}__readout"

@@ -119,28 +119,36 @@ def readout(proto: onnx.ModelProto, source: str, shape: tuple[int, ...], axis: i
             weights: np.ndarray, name: str) -> onnx.ModelProto:  # fmt: skip
     """A copy of the model whose first output is ``name`` (N, C): for each channel c of the
     tensor ``source`` (per sample ``shape``, channels on ``axis``, flat or not),
-    ``Σ_p weights[p] · source[c at position p]``, positions p over the other axes in order.
+    ``Σ_p weights[p] · source[c at p]``, positions p over the other axes in order.
 
-    Three linear nodes read ``source``: a Reshape to (N, A, C, B) (A, B: the sizes before and
-    after the channel axis), a Mul by the weights as (A, 1, B), a ReduceSum over A and B.
-    The adjoint seeds ``weights`` on the channel's elements, exactly the linear combination."""
+    Linear nodes read ``source``: a Reshape to (N, A, C, B) (A, B: the sizes before and after
+    the channel axis), a Transpose and Reshape to (N, C, A·B), a MatMul by the weights (A·B, 1)
+    and a Flatten. The adjoint seeds ``weights`` on the channel's elements: exactly the linear
+    combination. (A MatMul, not a ReduceSum: onnxruntime's sums over a middle axis can depend
+    on the batch in the last bit.)"""
     out = copy(proto)
     before = int(np.prod(shape[:axis], dtype=np.int64))
     channels = int(shape[axis])
     after = int(np.prod(shape[axis + 1 :], dtype=np.int64))
-    w = np.asarray(weights, np.float32).reshape(before, 1, after)
+    w = np.asarray(weights, np.float32).reshape(before * after, 1)
     graph = out.graph
     graph.initializer.extend([
-        numpy_helper.from_array(np.array([-1, before, channels, after], np.int64), f"{name}:shape"),
+        numpy_helper.from_array(np.array([-1, before, channels, after], np.int64),
+                                f"{name}:split_shape"),
+        numpy_helper.from_array(np.array([-1, channels, before * after], np.int64),
+                                f"{name}:rows_shape"),
         numpy_helper.from_array(w, f"{name}:weights"),
-        numpy_helper.from_array(np.array([1, 3], np.int64), f"{name}:axes"),
     ])  # fmt: skip
     graph.node.extend([
-        helper.make_node("Reshape", [source, f"{name}:shape"], [f"{name}:split"], f"{name}:split"),
-        helper.make_node("Mul", [f"{name}:split", f"{name}:weights"], [f"{name}:weighted"],
-                         f"{name}:weighted"),
-        helper.make_node("ReduceSum", [f"{name}:weighted", f"{name}:axes"], [name], name,
-                         keepdims=0),
+        helper.make_node("Reshape", [source, f"{name}:split_shape"], [f"{name}:split"],
+                         f"{name}:split"),
+        helper.make_node("Transpose", [f"{name}:split"], [f"{name}:channels_first"],
+                         f"{name}:channels_first", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", [f"{name}:channels_first", f"{name}:rows_shape"],
+                         [f"{name}:rows"], f"{name}:rows"),
+        helper.make_node("MatMul", [f"{name}:rows", f"{name}:weights"], [f"{name}:summed"],
+                         f"{name}:summed"),
+        helper.make_node("Flatten", [f"{name}:summed"], [name], name, axis=1),
     ])  # fmt: skip
     info = helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", channels])
     rest = list(graph.output)[1:]
