@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-import pathonnx
 from pathonnx.errors import InputError
 from pathonnx.evaluation.evaluate import (
     GROUPS,
@@ -59,6 +58,7 @@ def evaluate_options(func):
                      show_default=True, help="Comma-separated registry names."),
         click.option("--metrics", default=",".join(GROUPS), show_default=True,
                      help="Comma-separated: " + ", ".join(GROUPS) + "."),
+        *options.output_options(dense=True),
         click.option("--limit", type=int, help="Evaluate only the first N inputs."),
         click.option("--steps", type=int, help="Insertion/deletion steps (default √(H·W))."),
         click.option("--mprt-layers", type=int,
@@ -91,8 +91,7 @@ def run_evaluate(model, data, **opts) -> None:
         if opts["limit"] < 1:
             raise InputError(f"--limit {opts['limit']} must be a positive number")
         files = files[: opts["limit"]]
-    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"],
-                                 options.precision(opts["tf32"]))  # fmt: skip
+    loaded_model = options.load_model(model, opts)
     notes = [] if opts["exact"] else [
         note for m in methods if (note := approximate(loaded_model, m, chosen.setdefault(m, {})))
     ]  # fmt: skip
@@ -116,7 +115,8 @@ def run_evaluate(model, data, **opts) -> None:
                            cache=out / "cache", progress=bar.update if show else None)  # fmt: skip
     summary = results.summary()
     report = {
-        "model": str(model), "model_sha256": loaded_model.sha256(), "inputs": len(loaded),
+        "model": str(model), "model_sha256": loaded_model.sha256(),
+        "output": loaded_model.describe_output(), "inputs": len(loaded),
         "device": loaded_model.device, "precision": loaded_model.precision,
         "methods": methods, "metrics": results.columns, "settings": {
             "steps": opts["steps"], "seed": opts["seed"], "mprt_layers": opts["mprt_layers"],

@@ -23,8 +23,9 @@ from pathonnx.progress import reporting
 from .options import (
     apply_options,
     check_out_dir,
+    load_model,
     method_params,
-    precision,
+    output_options,
     preprocess_options,
     read_inputs,
     with_method_options,
@@ -79,8 +80,7 @@ def run_explain(model, images, **opts) -> None:
     params = method_params(opts, [method, *compare], primary=method)
     out = Path(opts["out"])
     files = collect(images)
-    loaded_model = pathonnx.load(model, opts["input_shape"], opts["device"],
-                                 precision(opts["tf32"]))  # fmt: skip
+    loaded_model = load_model(model, opts)
     skipped: list = []
     pre, loaded = read_inputs(loaded_model, opts, files, skipped)
     if pre is not None:
@@ -155,7 +155,7 @@ def _summary(expl, png: Path) -> str:
     p = expl.probabilities
     text = (
         f"{expl.source}: predicted {expl.label(expl.prediction)} ({100 * p[expl.prediction]:.1f}%)"
-        f"; {expl.method} explains {expl.label(expl.target)}"
+        f"; {expl.method} explains {expl.label(expl.target)}{expl.where}"
     )
     if expl.pathway is not None:
         kept = sum(expl.pathway.units_kept.values())
@@ -183,6 +183,7 @@ def explain_options(func):
         click.option("--paths", type=int,
                      help="Also decompose the pathway into M paths (pathwise)."),
         click.option("--target", help="Class to explain: index or label (default: predicted)."),
+        *output_options(dense=True),
         click.option("--compare", help="Other methods side by side, e.g. saliency,gradcam."),
         click.option("-o", "--out", default="pathonnx-out", show_default=True,
                      help="Folder for PNG, JSON, NPZ, HTML."),

@@ -16,7 +16,7 @@ from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
-from .options import methods_epilog, precision
+from .options import methods_epilog, output_options, parse_size, precision
 from .render import check_text, inspect_text, report_text
 
 
@@ -97,6 +97,18 @@ def common_model_options(func):
     return func
 
 
+def model_only_options(func):
+    """--output and --size for the commands that read a model and no images."""
+    func = click.option(
+        "--size",
+        metavar="HxW",
+        help="Height and width of an image input the model leaves dynamic (e.g. 12x12).",
+    )(func)
+    for option in reversed(output_options()):
+        func = option(func)
+    return func
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.version_option(pathonnx.__version__, prog_name="pathonnx")
@@ -137,12 +149,18 @@ def explain(model, images, **opts):
     default from the input shape (pixels in [0, 1]; a note says so). Explanations are of the
     logits: a trailing Softmax is removed.
 
+    A model with several outputs needs --output NAME. A dense output (e.g. N×H×W×C) needs a
+    position, --at Y,X, or a region, --target-mask FILE: the logits are then the C channels
+    there (summed over the region), --target is a channel, and pathwise's softmax runs over
+    those channels. A dynamic image input takes its height and width from --size.
+
     \b
     Examples:
       pathonnx explain
       pathonnx explain sample_models/shapes_vgg.onnx sample_models/images --paths 3
       pathonnx explain model.onnx photo.jpg --preset imagenet --target tabby --json
       pathonnx explain model.onnx scans/ --method intgrad --compare saliency,gradcam
+      pathonnx explain pnet.onnx face.png --output softmax --size 36x44 --target 1 --at 6,8
     """
     run_explain(model, images, **opts)
 
@@ -177,9 +195,10 @@ def evaluate(model, data, **opts):
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @common_model_options
+@model_only_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every rewrite pass's report.")
-def check(models, input_shape, device, tf32, as_json, verbose):
+def check(models, input_shape, device, tf32, output, size, as_json, verbose):
     """Check that each MODEL can be explained, for CI.
 
     For every model: explainable or not and why (every offending node), its op histogram, gates
@@ -189,15 +208,20 @@ def check(models, input_shape, device, tf32, as_json, verbose):
     Exit code: 0 all explainable and reproduced, 1 some model is not explainable or failed the
     self-check, 2 some file could not be read.
 
+    A model with several outputs needs --output NAME; a dense output (e.g. N×H×W×C) is
+    checked on all its elements, flattened to logits.
+
     \b
-    Example:
+    Examples:
       pathonnx check sample_models/*.onnx --json
+      pathonnx check pnet.onnx --output softmax --size 12x12
     """
     results = []
     show = len(models) > 1 and not as_json and sys.stderr.isatty()
     with _progress(models, "checking", show=show) as items:
         for path in items:
-            results.append(pathonnx.check_model(path, input_shape, device, precision(tf32)))
+            results.append(pathonnx.check_model(path, input_shape, device, precision(tf32),
+                                                output, parse_size(size)))  # fmt: skip
     if as_json:
         emit_json([r.to_dict() for r in results])
     else:
@@ -212,21 +236,23 @@ def check(models, input_shape, device, tf32, as_json, verbose):
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @common_model_options
+@model_only_options
 @click.option("--json", "as_json", is_flag=True, help="Print the gates as JSON.")
-def inspect(model, input_shape, device, tf32, as_json):
+def inspect(model, input_shape, device, tf32, output, size, as_json):
     """Show the gates of MODEL (kind, shape, units) in execution order.
 
     \b
     Example:
       pathonnx inspect sample_models/shapes_resnet.onnx
     """
-    loaded = pathonnx.load(model, input_shape, device, precision(tf32))
+    loaded = pathonnx.load(model, input_shape, device, precision(tf32), output, parse_size(size))
     if as_json:
         emit_json(
             {
                 "model": model,
                 "input_shape": list(loaded.input_shape),
                 "num_outputs": loaded.num_outputs,
+                "output": loaded.describe_output(),
                 "gates": [
                     {
                         "index": i,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
+import pathonnx
 from pathonnx.errors import InputError
-from pathonnx.explanation import image_preprocess, output_stem
+from pathonnx.explanation import image_preprocess, output_stem, target_model
 from pathonnx.images import PRESETS, load_inputs
 from pathonnx.methods import METHODS
 
@@ -134,7 +135,45 @@ def method_params(opts: dict, methods: list[str], primary: str | None = None) ->
     return out
 
 
-def _size(text):
+def output_options(dense: bool = False) -> list:
+    """``--output``, and with ``dense`` the flags that choose where in a dense output."""
+    options = [
+        click.option("--output", "output", metavar="NAME",
+                     help="The graph output to explain, for a model with several (an error "
+                          "lists them with their shapes)."),
+    ]  # fmt: skip
+    if dense:
+        options += [
+            click.option("--at", metavar="Y,X",
+                         help="For a dense output (e.g. N×H×W×C): explain the channels at this "
+                              "0-based position; --target is then a channel."),
+            click.option("--target-mask", type=click.Path(dir_okay=False), metavar="FILE",
+                         help="For a dense output: explain each channel summed over a region, "
+                              "a .npy array or an image (non-zero pixels) of the output's H×W."),
+        ]  # fmt: skip
+    return options
+
+
+def position(text: str | None) -> tuple[int, ...] | None:
+    """An --at value, ``3,4`` (or ``3x4``), as integers."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise InputError(f"--at {text!r} is not a position like 3,4 (row, column)") from None
+
+
+def load_model(model: str, opts: dict):
+    """The model of `explain` and `evaluate`, loaded as the flags say: --input-shape, --output,
+    --device, --tf32, a dynamic image size from --size; then the position or region of a
+    dense output (--at, --target-mask)."""
+    loaded = pathonnx.load(model, opts["input_shape"], opts["device"], precision(opts["tf32"]),
+                           output=opts["output"], size=parse_size(opts["size"]))  # fmt: skip
+    return target_model(loaded, position(opts["at"]), opts["target_mask"])
+
+
+def parse_size(text):
     if text is None:
         return None
     try:
@@ -149,7 +188,7 @@ def cli_preprocess(model, opts: dict, files: list[Path]):
     if all(f.suffix.lower() == ".npy" for f in files):
         return None
     given = {
-        "size": _size(opts["size"]), "mean": opts["mean"], "std": opts["std"],
+        "size": parse_size(opts["size"]), "mean": opts["mean"], "std": opts["std"],
         "scale": opts["scale"], "layout": opts["layout"] and opts["layout"].upper(),
         "color": opts["color"], "resize": "shorter" if opts["crop"] else opts["resize"],
     }  # fmt: skip

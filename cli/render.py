@@ -32,7 +32,20 @@ def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
         return "\n".join(lines)
     lines.append(f"  ops (canonical): {_histogram(result.canonical_ops)}")
     shape = "x".join(map(str, result.input_shape))
-    lines.append(f"  input {shape}, {result.num_outputs} outputs (logits)")
+    output = result.output or {}
+    dims = output.get("shape") or [result.num_outputs]
+    if np.prod(dims) > max(dims):  # dense: more than one position
+        lines.append(
+            f"  input {shape}, output {output['name']!r} {'x'.join(map(str, dims))} (channels on "
+            f"axis {output['channel_axis']}): {result.num_outputs} logits"
+        )
+    else:
+        lines.append(f"  input {shape}, {result.num_outputs} outputs (logits)")
+    if len(output.get("outputs", ())) > 1:
+        lines.append(
+            f"  explaining output {output['name']!r} of {len(output['outputs'])}: "
+            f"{', '.join(output['outputs'])}"
+        )
     kinds = ", ".join(f"{k}×{n}" for k, n in result.gate_kinds.items())
     lines.append(
         f"  gates: {result.gates} ({kinds}), {result.units:,} units per sample; "
@@ -82,9 +95,13 @@ def inspect_text(model: pathonnx.Model) -> str:
             )
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    outputs = f"{model.num_outputs} outputs"
+    if model.dense:
+        shape = "x".join(map(str, model.output_shape))
+        outputs = f"output {model.output_name!r} {shape} ({model.num_outputs} logits)"
     lines = [
         f"{model.source}: input {'x'.join(map(str, model.input_shape))}, "
-        f"{model.num_outputs} outputs, {len(model.gates)} gates"
+        f"{outputs}, {len(model.gates)} gates"
     ]
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -74,6 +74,9 @@ class CheckResult:
     canonical_ops: dict[str, int] = field(default_factory=dict)
     input_shape: list[int] | None = None
     num_outputs: int | None = None
+    output: dict | None = None
+    """The output explained (:meth:`pathonnx.Model.describe_output`): name, per-sample shape
+    in its own layout, channel axis, and every output the file declares."""
     gates: int = 0
     units: int = 0
     gate_kinds: dict[str, int] = field(default_factory=dict)
@@ -96,15 +99,22 @@ def check_model(
     input_shape: tuple[int, ...] | None = None,
     device: str = "auto",
     precision: str = "exact",
+    output: str | None = None,
+    size: tuple[int, int] | None = None,
 ) -> CheckResult:
     """Load, canonicalize and self-check one model; never raises for a bad model file.
 
+    ``output`` and ``size`` are those of :func:`pathonnx.load` (the output to check on a model
+    with several; the size of a dynamic image input). For a dense output the checks run on
+    all its elements, flattened to logits.
+
     ``exit_code`` follows the exit codes of docs/ARCHITECTURE.md: 0 explainable and reproduced,
-    1 not explainable or the self-check failed, 2 unreadable (or a bad ``input_shape``).
+    1 not explainable or the self-check failed, 2 unreadable (or a bad ``input_shape``, or no
+    ``output`` chosen among several).
     """
     result = CheckResult(model=str(path))
     try:
-        file = load_model(path, input_shape)
+        file = load_model(path, input_shape, output, size)
         result.ops = dict(file.op_histogram())
         result.opset_upgraded_from = file.opset_upgraded_from
         result.input_shape = list(file.input_shape)
@@ -120,6 +130,7 @@ def check_model(
     result.device, result.precision = model.device, model.precision
     result.canonical_ops = dict(model.op_histogram())
     result.num_outputs = model.num_outputs
+    result.output = model.describe_output()
     result.gates = len(model.gates)
     result.units = sum(g.units for g in model.gates)
     result.gate_kinds = dict(Counter(g.kind for g in model.gates))

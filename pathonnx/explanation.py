@@ -19,7 +19,7 @@ import numpy as np
 
 from .engine import Model, as_batch, load, softmax
 from .errors import InputError
-from .images import Preprocess, Sample, load_inputs, resolve_preprocess
+from .images import Preprocess, Sample, load_inputs, read_mask, resolve_preprocess
 from .io import atomic_write_bytes
 from .methods import METHODS, Pathway, method_params
 from .pictures import compose, figure
@@ -97,10 +97,35 @@ class Explanation:
     precision: str = "exact"
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    output: dict | None = None
+    """What the logits are (:meth:`pathonnx.Model.describe_output`): the model output's name,
+    per-sample shape and channel axis, and for a dense output the position (``at``) or
+    region whose channels the logits are."""
 
     @property
     def probabilities(self) -> np.ndarray:
         return softmax(self.logits)
+
+    @property
+    def where(self) -> str:
+        """Where in a dense output the explained logits are, for titles: " at (3, 4) of
+        'softmax'", " over 12 positions of 'softmax'", or "" for a classifier."""
+        info = self.output or {}
+        if info.get("at") is not None:
+            return f" at ({', '.join(map(str, info['at']))}) of {info['name']!r}"
+        if info.get("region_positions") is not None:
+            return f" summed over {info['region_positions']} positions of {info['name']!r}"
+        return ""
+
+    def element(self) -> list[int] | None:
+        """The explained output element, its index in the output's own layout (the position
+        with the target channel at the channel axis), when the logits read one position."""
+        info = self.output or {}
+        if info.get("at") is None:
+            return None
+        index = list(info["at"])
+        index.insert(info["channel_axis"], self.target)
+        return index
 
     def label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
@@ -126,7 +151,8 @@ class Explanation:
             "model_sha256": self.model_sha256,
             "input": self.source,
             "preprocess": self.preprocess,
-            "explains": "the logits (a trailing Softmax is removed)",
+            "explains": f"the logits{self.where} (a trailing Softmax is removed)",
+            "output": None if self.output is None else {**self.output, "element": self.element()},
             "prediction": {"index": self.prediction, "label": self.label(self.prediction),
                            "probability": float(p[self.prediction])},
             "target": {"index": self.target, "label": self.label(self.target),
@@ -262,6 +288,7 @@ class Request:
         a mapping from names to their params. Unless ``exact``, methods that carry every class
         approximate with the top :data:`AUTO_CLASSES` logits when the exact sweep would cost
         more than :data:`EXACT_MACS` (a note says so)."""
+        target_model(model)  # a dense output needs a position or region first
         params = method_params(method, dict(params or {}))
         given = compare if isinstance(compare, dict) else dict.fromkeys(compare, {})
         compare = {n: method_params(n, dict(p or {})) for n, p in given.items() if n != method}
@@ -312,6 +339,10 @@ def explain(
     labels=None,
     batch: int = 16,
     exact: bool = False,
+    output: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    at=None,
+    mask=None,
     **params,
 ):
     """Explain ``inputs`` with ``method`` (any name in ``pathonnx.METHODS``; default pathwise,
@@ -327,11 +358,17 @@ def explain(
     its input shape). ``labels``: a list or a file (default: the
     model's metadata).
 
+    ``output``, ``input_shape``: as for :func:`pathonnx.load` when ``model`` is a path (a
+    ``preprocess`` size also sets a dynamic image size). On a dense output, e.g. (H, W, C),
+    ``at=(y, x)`` explains the channels at one position and ``mask`` (an array of the
+    output's positions, or a .npy or image file) the channels summed over a region:
+    ``target`` is then a channel (see :func:`target_model`).
+
     On a large model with many classes, exact pathwise carries all K classes down the network
     (minutes on a CPU); unless ``exact=True`` it then runs over the top 20 logits instead
     (``classes=20``), and every Explanation's ``notes`` says so. Pass ``classes`` to choose.
     """
-    model = model if isinstance(model, Model) else load(model)
+    model = target_model(_loaded(model, output, input_shape, preprocess), at, mask)
     single = False
     if isinstance(inputs, (str, Path)):
         inputs, single = [inputs], True
@@ -357,6 +394,46 @@ def explain(
     request = Request.make(model, method, target, paths, compare, pre, labels, params, exact)
     out = explain_samples(model, samples, request, batch)
     return out[0] if single else out
+
+
+def _loaded(model, output, input_shape, preprocess) -> Model:
+    """``model`` as a :class:`Model`: loaded from a path with ``output`` and ``input_shape``
+    (and a dynamic image size from ``preprocess``), or checked against them."""
+    if isinstance(model, Model):
+        if output is not None and output != model.output_name:
+            raise InputError(
+                f"output={output!r} but the model was loaded with output {model.output_name!r}; "
+                "pass output= to pathonnx.load, or a path here"
+            )
+        if input_shape is not None and tuple(input_shape) != tuple(model.input_shape):
+            raise InputError(
+                f"input_shape={tuple(input_shape)} but the model was loaded with "
+                f"{model.input_shape}; pass input_shape= to pathonnx.load, or a path here"
+            )
+        return model
+    size = None
+    if isinstance(preprocess, Preprocess):
+        size = preprocess.size
+    elif isinstance(preprocess, dict) and preprocess.get("size") is not None:
+        size = tuple(np.atleast_1d(preprocess["size"]).tolist() * 2)[:2]
+    return load(model, input_shape, output=output, size=size)
+
+
+def target_model(model: Model, at=None, mask=None) -> Model:
+    """The model whose logits are what is explained: ``model`` itself, or for a dense output
+    its :meth:`~pathonnx.Model.readout` at position ``at`` (e.g. (y, x)) or over the region
+    ``mask`` (an array, or a .npy or image file of the output's positions: non-zero pixels).
+
+    A dense output (more than one position) needs one of them: a class index alone does not
+    say where, so that is an error saying what to give."""
+    if at is not None and mask is not None:
+        raise InputError("give a position (--at, at=) or a region (--target-mask, mask=), not both")
+    if isinstance(mask, (str, Path)):
+        mask = read_mask(Path(mask))
+    if at is not None or mask is not None:
+        return model.readout(at=at, mask=mask)
+    model.require_position()
+    return model
 
 
 def image_preprocess(model: Model, preset: str | None = None, **given) -> Preprocess | None:
@@ -417,6 +494,7 @@ def _explain_batch(model: Model, part: list[Sample], request: Request) -> list[E
     timings = {k: v / n for k, v in timings.items()}
     shown = _jsonable(request.params)
     warnings = [_warnings(request, fwd.logits[i], attribution[i]) for i in range(n)]
+    output = model.describe_output()
     out = []
     for i, item in enumerate(part):
         out.append(
@@ -437,7 +515,7 @@ def _explain_batch(model: Model, part: list[Sample], request: Request) -> list[E
                 compare={k: v[i] for k, v in others.items()},
                 completeness_error=float(err[i]), device=model.device,
                 precision=model.precision, timings=dict(timings),
-                notes=list(request.notes) + warnings[i],
+                notes=list(request.notes) + warnings[i], output=output,
             )
         )  # fmt: skip
     return out

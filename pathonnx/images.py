@@ -73,6 +73,20 @@ class Preprocess:
         return json.dumps({k: v for k, v in self.to_dict().items() if k in FIELDS})
 
 
+def image_layout(sample) -> str | None:
+    """ "NCHW" or "NHWC" for a per-sample image shape (C, H, W) or (H, W, C) with 1 or 3
+    channels, else None. Dims may be unknown (None or a name): the channel axis is the first
+    one that is 1 or 3, else the last one that is."""
+    sample = tuple(sample)
+    if len(sample) != 3:
+        return None
+    if sample[0] in (1, 3):
+        return "NCHW"
+    if sample[-1] in (1, 3):
+        return "NHWC"
+    return None
+
+
 def _layout_of(input_shape: tuple[int, ...]) -> tuple[str, int, tuple[int, int]]:
     """(layout, channels, (H, W)) of an image-like input shape, or raise."""
     if len(input_shape) != 3:
@@ -80,9 +94,10 @@ def _layout_of(input_shape: tuple[int, ...]) -> tuple[str, int, tuple[int, int]]
             f"the model takes inputs of shape {input_shape}, not an image (C, H, W); pass a .npy "
             "array of that shape instead of an image file"
         )
-    if input_shape[0] in (1, 3):
+    layout = image_layout(input_shape)
+    if layout == "NCHW":
         return "NCHW", input_shape[0], (input_shape[1], input_shape[2])
-    if input_shape[-1] in (1, 3):
+    if layout == "NHWC":
         return "NHWC", input_shape[-1], (input_shape[0], input_shape[1])
     raise InputError(
         f"the model's input shape {input_shape} has no 1- or 3-channel axis first or last; pass "
@@ -227,6 +242,21 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError(
             f"{path}: cannot decode the image ({err}); give a PNG, JPEG, BMP or TIFF file"
         ) from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A region of a model's output from a file: a .npy array (booleans, or numbers that
+    weigh the positions), or an image whose non-zero pixels (any channel) mark the region."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot read the .npy mask ({err})") from None
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"{path}: the mask must hold booleans or numbers")
+        return array
+    return read_image(path).max(axis=-1) > 0
 
 
 def _resize(pixels: np.ndarray, pre: Preprocess, path) -> np.ndarray:

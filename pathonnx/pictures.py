@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputError
-from .images import LUMA
+from .images import LUMA, image_layout
 
 PANEL = 192  # smallest side of a panel, in pixels
 RED, BLUE, WHITE = np.array([178, 24, 43]), np.array([33, 102, 172]), np.array([247, 247, 247])
@@ -80,7 +80,8 @@ def _fit(text: str, width: int, draw, font) -> str:
 
 def panels(expl) -> list[tuple[str, np.ndarray]]:
     """(title, RGB uint8 picture) for each panel of an explanation, before layout."""
-    layout = (expl.preprocess or {}).get("layout", "NCHW")
+    # arrays (.npy inputs) have no preprocessing: their layout is the model input's
+    layout = (expl.preprocess or {}).get("layout") or image_layout(expl.x.shape) or "NCHW"
     image = expl.image
     out = []
     if image is not None:
@@ -109,7 +110,7 @@ def compose(expl):
     head = (
         f"{_short(expl.model_source)} · {_short(expl.source)} · predicted "
         f"{expl.label(expl.prediction)} "
-        f"({100 * p[expl.prediction]:.1f}%) · explaining {expl.label(expl.target)} "
+        f"({100 * p[expl.prediction]:.1f}%) · explaining {expl.label(expl.target)}{expl.where} "
         f"(logit {float(expl.logits[expl.target]):.3g})"
     )
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -146,7 +147,7 @@ def share_text(share: float) -> str:
         return f"{100 * share:.0f}% of logit"
     if share > 1:
         return f"{share:.3g}x logit (negatives dropped)"
-    return f"{share:.3g}x logit (opposes it)"
+    return f"{share:.3g}x logit (opposite sign)"
 
 
 def _bars(draw, expl, origin, width, height, font) -> None:
@@ -202,7 +203,7 @@ def figure(expl):
     axes[-1].set_title("top predictions", fontsize=9)
     fig.suptitle(
         f"{_short(expl.source)}: predicted {expl.label(expl.prediction)}, explaining "
-        f"{expl.label(expl.target)} with {expl.method}",
+        f"{expl.label(expl.target)}{expl.where} with {expl.method}",
         fontsize=10,
     )
     fig.tight_layout()

@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 import zoo
+from onnx import helper, numpy_helper
 from torch import nn
 
 INF = float("inf")
@@ -137,6 +139,98 @@ class TorchOracle:
         finally:
             for h in handles:
                 h.remove()
+
+
+class OnnxNet(nn.Module):
+    """A float64 torch re-implementation of a small ONNX graph, written from the ONNX operator
+    specifications and not from pathonnx's rewrite: Transpose, Conv, PRelu, Relu, MaxPool
+    (``auto_pad`` SAME_UPPER/VALID or pads, padding with -inf), Flatten, MatMul and Add with
+    constants. It computes the tensor ``output`` (for a Softmax output: the Softmax's input,
+    the logits pathonnx explains), flattened per sample to (N, K) in C order, then, when
+    ``readout`` (K, R) is given, ``logits @ readout`` (N, R): a position's channels or a
+    region's sums. Gates are ``nn.PReLU``/``nn.ReLU`` and pools ``nn.MaxPool2d`` modules, so
+    :class:`TorchOracle` and :func:`pathwise_reference` run on it as on the zoo."""
+
+    def __init__(self, proto: onnx.ModelProto, output: str, readout: np.ndarray | None = None):
+        super().__init__()
+        consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        producer = {o: node for node in proto.graph.node for o in node.output}
+        if output in producer and producer[output].op_type == "Softmax":
+            output = producer[output].input[0]
+        self.input_name, self.output = proto.graph.input[0].name, output
+        self.layers = nn.ModuleList()
+        self.steps = []
+        for node in proto.graph.node:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            module = None
+            if node.op_type == "PRelu":
+                slope = consts[node.input[1]].reshape(-1)
+                module = nn.PReLU(len(slope))
+                module.weight.data = torch.tensor(slope, dtype=torch.float64)
+            elif node.op_type == "Relu":
+                module = nn.ReLU()
+            elif node.op_type == "MaxPool":
+                module = nn.MaxPool2d(attrs["kernel_shape"], attrs.get("strides", 1))
+            if module is not None:
+                self.layers.append(module)
+            for name in node.input:
+                if name in consts and not hasattr(self, _buffer(name)):
+                    self.register_buffer(_buffer(name), torch.tensor(consts[name]).double())
+            self.steps.append((node.op_type, list(node.input), node.output[0], attrs, module))
+        self.readout = None if readout is None else torch.tensor(readout, dtype=torch.float64)
+
+    def _value(self, values: dict, name: str) -> torch.Tensor:
+        return values[name] if name in values else getattr(self, _buffer(name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {self.input_name: x}
+        for op, inputs, out, attrs, module in self.steps:
+            a = self._value(values, inputs[0])
+            if op == "Transpose":
+                y = a.permute(*attrs["perm"])
+            elif op == "Conv":
+                pads = attrs.get("pads", [0, 0, 0, 0])
+                a = F.pad(a, (pads[1], pads[3], pads[0], pads[2]))
+                bias = self._value(values, inputs[2]) if len(inputs) > 2 else None
+                y = F.conv2d(a, self._value(values, inputs[1]), bias, attrs.get("strides", 1),
+                             0, attrs.get("dilations", 1), attrs.get("group", 1))  # fmt: skip
+            elif op in ("PRelu", "Relu"):
+                y = module(a)
+            elif op == "MaxPool":
+                y = module(F.pad(a, _same_pads(a, attrs), value=-INF))
+            elif op == "Flatten":
+                y = a.reshape(a.shape[0], -1)
+            elif op == "MatMul":
+                y = a @ self._value(values, inputs[1])
+            elif op == "Add":
+                y = a + self._value(values, inputs[1])
+            elif op == "Softmax":
+                continue  # only after the explained tensor
+            else:
+                raise NotImplementedError(op)
+            values[out] = y
+        logits = values[self.output].reshape(len(x), -1)
+        return logits if self.readout is None else logits @ self.readout
+
+
+def _buffer(name: str) -> str:
+    return "c_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _same_pads(a: torch.Tensor, attrs: dict) -> tuple[int, int, int, int]:
+    """F.pad's (left, right, top, bottom) of a MaxPool: ``pads``, or SAME_UPPER's split (the
+    extra row or column at the end), or none (VALID)."""
+    if "pads" in attrs:
+        top, left, bottom, right = attrs["pads"]
+        return left, right, top, bottom
+    if attrs.get("auto_pad", b"NOTSET") not in (b"SAME_UPPER", "SAME_UPPER"):
+        return 0, 0, 0, 0
+    out = []
+    for size, k, s in zip(a.shape[2:], attrs["kernel_shape"], attrs.get("strides", [1, 1])):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        out.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = out
+    return left, right, top, bottom
 
 
 def pathwise_reference(

@@ -171,7 +171,8 @@ def evaluate(
         method_params(method, settings.params.get(method, {}))
     if not loaded:
         raise InputError("no inputs to evaluate")
-    sha = model.sha256()
+    model.require_position()
+    sha = model.identity
     run = _Run(model, groups, settings, masks, labels or [str(i) for i in range(model.num_outputs)])
     columns = columns_for(groups, methods, bool(masks))
     records: dict[tuple[int, str], dict] = {}

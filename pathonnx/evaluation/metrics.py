@@ -277,10 +277,17 @@ def cascade_models(model: Model, seed: int = 0, layers: int | None = None) -> li
     :func:`pathonnx.graph.randomized`), loaded like the original (same input shape and device)."""
     count = len(model.graph.parametric_layers())
     count = count if layers is None else min(int(layers), count)
-    return [
+    models = [
         load(model.graph.randomized(j, seed), model.input_shape, model.device, model.precision)
         for j in range(1, count + 1)
     ]
+    readout = model.readout_of
+    if readout is None:
+        return models
+    # the same position or region of the dense output as the model under test
+    if readout.at is not None:
+        return [m.readout(at=readout.at) for m in models]
+    return [m.readout(mask=readout.weights) for m in models]
 
 
 # -- pathways ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ graph builders.
 
 from __future__ import annotations
 
-from .canonical import Canonical, Gate, MaxPoolSite, canonicalize
+from .canonical import OUTPUT_KEY, Canonical, Gate, MaxPoolSite, Readout, canonicalize, channel_axis
 from .emit import Emitter
 from .load import CANONICAL_KEY, ModelFile, load_model
 from .passes import (
@@ -27,6 +27,7 @@ from .variants import live_tensors, parametric_layers, randomized
 
 __all__ = [
     "CANONICAL_KEY",
+    "OUTPUT_KEY",
     "PIPELINE",
     "Canonical",
     "Emitter",
@@ -34,9 +35,11 @@ __all__ = [
     "MaxPoolSite",
     "ModelFile",
     "PassReport",
+    "Readout",
     "argmax_name",
     "canonicalize",
     "canonicalize_gates",
+    "channel_axis",
     "drop_identity",
     "expose_outputs",
     "flatten_logits",

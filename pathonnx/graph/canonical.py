@@ -8,6 +8,7 @@ max-pools in execution order, names and shapes, and the graphs derived from the 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import onnx_graphsurgeon as gs
 from onnx import shape_inference
 
 from ..errors import UnsupportedModelError
+from ..images import image_layout
 from ..ops import GATE_KINDS, rule_for, sample_shape, unsupported_nodes
 from . import variants
 from .load import CANONICAL_KEY, ModelFile
@@ -54,6 +56,36 @@ class MaxPoolSite:
     shape: tuple[int, ...]
 
 
+#: Metadata key of a canonical file whose logits flatten a dense output: the output's name,
+#: per-sample shape and channel axis (a JSON object), so that it loads again as dense.
+OUTPUT_KEY = "pathonnx.output"
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A linear readout of a dense output (:meth:`Canonical.readout`): per channel c, the sum
+    of ``weights[p] · output[c at p]`` over the positions p (every axis but the channel axis,
+    in order; ``weights`` has that shape). ``at`` is the position when it is one element."""
+
+    weights: np.ndarray
+    at: tuple[int, ...] | None = None
+
+    @property
+    def elements(self) -> int:
+        """Positions with a non-zero weight."""
+        return int(np.count_nonzero(self.weights))
+
+
+def channel_axis(shape: tuple[int, ...], input_shape: tuple[int, ...]) -> int:
+    """The channel (class) axis of a per-sample output ``shape``: the only axis longer than 1
+    (a classifier in any layout: (K,), (K, 1, 1), (1, 1, K)); else axis 0 for a model with an
+    NCHW image input, and the last axis otherwise (NHWC, or not an image)."""
+    long = [i for i, d in enumerate(shape) if d != 1]
+    if len(long) <= 1:
+        return long[0] if long else len(shape) - 1
+    return 0 if image_layout(input_shape) == "NCHW" else len(shape) - 1
+
+
 class Canonical:
     """A model file and its canonical form, as the stages above the graph stage see them.
 
@@ -65,8 +97,13 @@ class Canonical:
     """
 
     def __init__(self, file: ModelFile, proto: onnx.ModelProto, reports: list[PassReport],
-                 reference: str):  # fmt: skip
+                 reference: str, readout: Readout | None = None,
+                 base: Canonical | None = None):  # fmt: skip
         self.file = file
+        self.readout_of: Readout | None = readout
+        """The readout of a dense output this graph ends in (:meth:`readout`), else None."""
+        self.base = base
+        """The canonical graph the readout was added to, else None."""
         self.weights: Weights = file.weights
         self.proto = self.weights.strip(proto)
         self.reports = reports
@@ -95,10 +132,72 @@ class Canonical:
         if logits is None or len(logits) != 2 or not isinstance(logits[1], int):
             shown = "?" if logits is None else ", ".join(map(str, logits[1:]))
             raise UnsupportedModelError(
-                f"{self.source}: the output has per-sample shape ({shown}); pathonnx explains "
-                "classifiers whose output is logits or probabilities of shape (N, K)"
+                f"{self.source}: the output has per-sample shape ({shown}), not a fixed size; "
+                "pathonnx explains outputs of a fixed per-sample shape, flattened to logits "
+                "(N, K) (give a fixed input size)"
             )
         self.num_outputs = int(logits[1])
+        self.output_name = file.output_name
+        """The model's output that the logits are (before a trailing Softmax was removed)."""
+        self.output_shape, self.channel_axis = self._output_layout(graph)
+        """The chosen output's per-sample shape in its own layout, e.g. (19, 27, 2), whose
+        elements are the logits in C order, and the axis of its channels (classes)."""
+
+    def _output_layout(self, graph: gs.Graph) -> tuple[tuple[int, ...], int]:
+        """(per-sample shape, channel axis) of the output whose C-order elements are the
+        logits: the shape of the tensor the logits flatten (the reference, when it has the
+        same number of elements), or what a canonical file recorded (:data:`OUTPUT_KEY`)."""
+        k = self.num_outputs
+        if self.readout_of is not None:
+            return (k,), 0
+        shape: tuple[int, ...] = (k,)
+        tensor = graph.tensors().get(self.reference)
+        if tensor is not None and tensor.shape is not None and len(tensor.shape) > 2:
+            dims = tuple(tensor.shape[1:])
+            if all(isinstance(d, int) for d in dims) and int(np.prod(dims)) == k:
+                shape = tuple(int(d) for d in dims)
+        recorded = self.metadata.get(OUTPUT_KEY)
+        if shape == (k,) and recorded and CANONICAL_KEY in self.metadata:
+            try:
+                entry = json.loads(recorded)
+                dims, axis = tuple(int(d) for d in entry["shape"]), int(entry["channel_axis"])
+                if int(np.prod(dims)) == k and 0 <= axis < len(dims):
+                    self.output_name = str(entry.get("name", self.output_name))
+                    return dims, axis
+            except (ValueError, KeyError, TypeError):
+                pass
+        return shape, channel_axis(shape, self.input_shape)
+
+    @property
+    def channels(self) -> int:
+        """The number of channels (classes) at each position of the output."""
+        return self.output_shape[self.channel_axis]
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The output's shape without its channel axis: the positions (``()`` for (K,))."""
+        return tuple(d for i, d in enumerate(self.output_shape) if i != self.channel_axis)
+
+    def readout(self, weights: np.ndarray, at: tuple[int, ...] | None = None) -> Canonical:
+        """This model with its logits replaced by a readout of the dense output: per channel,
+        the sum of ``weights`` (shape :attr:`spatial_shape`) times the channel's elements
+        (:class:`Readout`). One position with weight 1 (``at``) reads the C logits there; a
+        0/1 region sums them over the region. A few linear nodes above every gate: the gates,
+        their order and the rest of the graph are those of this model."""
+        weights = np.asarray(weights, np.float32).reshape(self.spatial_shape)
+        name = f"{self.output_name}__readout"
+        proto = variants.readout(self.proto, self.logits_name, self.output_shape,
+                                 self.channel_axis, weights, name)  # fmt: skip
+        proto = shape_inference.infer_shapes(self.weights.strip(proto), strict_mode=False)
+        report = PassReport("readout")
+        where = (f"at {tuple(at)}" if at is not None
+                 else f"weighted over {np.count_nonzero(weights)} positions")  # fmt: skip
+        report.changed.append(
+            f"logits: the {self.channels} channels of output {self.output_name!r} "
+            f"{list(self.output_shape)} {where}"
+        )
+        return Canonical(self.file, proto, [*self.reports, report], name,
+                         Readout(weights, None if at is None else tuple(at)), self)  # fmt: skip
 
     @property
     def original(self) -> onnx.ModelProto:
@@ -159,8 +258,13 @@ class Canonical:
         return [t.name for t in variants.live_tensors(self._view, cut)]
 
     def serialized(self, metadata: dict[str, str] | None = None) -> bytes:
-        """The canonical model as file bytes, marked as canonical, with ``metadata`` added."""
+        """The canonical model as file bytes, marked as canonical, with ``metadata`` added (and
+        the dense output's layout, :data:`OUTPUT_KEY`, when the logits flatten one)."""
         marker = {CANONICAL_KEY: "first output: logits; the others expose gates and argmaxes"}
+        if int(np.prod(self.spatial_shape, dtype=np.int64)) > 1:  # dense
+            marker[OUTPUT_KEY] = json.dumps({"name": self.output_name,
+                                             "shape": list(self.output_shape),
+                                             "channel_axis": self.channel_axis})  # fmt: skip
         proto = variants.with_metadata(self.proto, {**marker, **(metadata or {})})
         return self.full(proto).SerializeToString()
 
@@ -178,7 +282,14 @@ class Canonical:
         return variants.scaled(self.proto, [g.name for g in self.gates])
 
     def original_with_logits(self) -> tuple[onnx.ModelProto, str]:
-        return variants.with_output(self.original, self.reference)
+        if self.base is None:
+            return variants.with_output(self.original, self.reference)
+        proto, compared = self.base.original_with_logits()
+        source = self.base.reference if compared == "logits" else proto.graph.output[0].name
+        base = self.base
+        readout = variants.readout(proto, source, base.output_shape, base.channel_axis,
+                                   self.readout_of.weights, self.reference)  # fmt: skip
+        return readout, compared
 
     def parametric_layers(self) -> list[tuple[str, list[str]]]:
         return variants.parametric_layers(self.original)

@@ -12,6 +12,7 @@ import onnx
 from onnx import external_data_helper, helper, shape_inference, version_converter
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
+from ..images import image_layout
 from .weights import Weights
 
 #: Models below this opset are upgraded with onnx.version_converter (ops change form at 11 and 13:
@@ -24,7 +25,9 @@ class ModelFile:
     """A model as read from its file: its graph with the batch pinned to 1 and shapes inferred.
 
     ``input_shape`` is the per-sample shape (no batch axis). ``opset_upgraded_from`` is the opset
-    the file declared when it was below :data:`MIN_OPSET`, else ``None``.
+    the file declared when it was below :data:`MIN_OPSET`, else ``None``. ``output_name`` is
+    the one output kept; ``outputs`` names every output the file declared (more than one when
+    ``output_name`` was chosen among them, the others and their branches dropped).
     """
 
     proto: onnx.ModelProto
@@ -37,6 +40,7 @@ class ModelFile:
     """The registered arrays of the graph's stubbed initializers (see :mod:`.weights`)."""
     sha256: str
     """The hash of the model as given: the file's bytes, or the serialized ModelProto."""
+    outputs: tuple[str, ...] = ()
 
     def op_histogram(self) -> Counter:
         return Counter(node.op_type for node in self.proto.graph.node)
@@ -157,11 +161,16 @@ def data_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 def load_model(
     source: str | os.PathLike | onnx.ModelProto | bytes,
     input_shape: tuple[int, ...] | None = None,
+    output: str | None = None,
+    size: tuple[int, int] | None = None,
 ) -> ModelFile:
     """Read, validate and prepare a model for rewriting.
 
     ``input_shape`` is the per-sample input shape, needed when the file leaves a non-batch
-    dimension dynamic. The returned graph has batch 1 pinned so that exporters' shape chains fold.
+    dimension dynamic; for an image input whose height and width are dynamic, ``size``
+    ``(H, W)`` is enough (the channels stay where the model has them). ``output`` names the
+    graph output to explain, needed when the model has several (:func:`choose_output`). The
+    returned graph has batch 1 pinned so that exporters' shape chains fold.
     """
     proto, name, digest = read_model(source)
     if not proto.graph.node:
@@ -184,11 +193,8 @@ def load_model(
     marked = any(p.key == CANONICAL_KEY for p in proto.metadata_props)
     if marked and len(proto.graph.output) > 1:  # written by pathonnx: logits first
         del proto.graph.output[1:]
-    if len(proto.graph.output) != 1:
-        raise UnsupportedModelError(
-            f"{name}: the model has {len(proto.graph.output)} outputs; pathonnx explains "
-            "single-output classifiers (keep only the logits or probabilities output)"
-        )
+    declared = tuple(o.name for o in proto.graph.output)
+    choose_output(proto, name, output)
 
     opset = _opset(proto)
     upgraded_from = None
@@ -214,6 +220,8 @@ def load_model(
             "with a leading batch dimension"
         )
     sample = dims[1:]
+    if input_shape is None and size is not None:  # only dynamic dims take it
+        input_shape = _with_size(sample, size)
     if input_shape is not None:
         input_shape = tuple(int(d) for d in input_shape)
         fixed = [d for d in sample if isinstance(d, int)]
@@ -226,11 +234,7 @@ def load_model(
             )
         sample = list(input_shape)
     if any(not isinstance(d, int) or d <= 0 for d in sample):
-        shown = "x".join(str(d if d is not None else "?") for d in sample)
-        raise InputError(
-            f"{name}: input {data.name!r} has dynamic dims ({shown}); give the per-sample size, "
-            "e.g. input_shape=(3, 224, 224) or --input-shape 3x224x224"
-        )
+        raise InputError(f"{name}: input {data.name!r} {_dynamic_advice(sample)}")
     _set_dims(data, [1, *sample])
     weights = Weights()
     weights.strip(proto, digest)  # from here on the graph work handles light protos
@@ -247,4 +251,95 @@ def load_model(
         opset_upgraded_from=upgraded_from,
         weights=weights,
         sha256=digest,
+        outputs=declared,
+    )
+
+
+def _shown(dims) -> str:
+    return ", ".join(str(d) if isinstance(d, int) and d > 0 else (d or "?") for d in dims)
+
+
+def choose_output(proto: onnx.ModelProto, name: str, output: str | None) -> None:
+    """Keep one graph output of ``proto`` (in place): ``output``, or the only one. The others
+    and the nodes that only they read are dropped, so the model as read (which the self-check
+    runs and the sanity check re-initializes layer by layer) holds the chosen head alone."""
+    outputs = list(proto.graph.output)
+    listed = "; ".join(f"{o.name} ({_shown(_dims(o))})" for o in outputs)
+    if output is None:
+        if len(outputs) == 1:
+            return
+        if not outputs:
+            raise UnsupportedModelError(f"{name}: the model has no outputs; re-export it")
+        raise InputError(
+            f"{name}: the model has {len(outputs)} outputs: {listed}; choose the one to explain "
+            "with --output NAME (output=NAME in Python)"
+        )
+    if output not in {o.name for o in outputs}:
+        raise InputError(
+            f"{name}: the model has no output {output!r}; its outputs are: {listed}; pass one "
+            "of those names to --output (output=)"
+        )
+    if len(outputs) == 1:
+        return
+    kept = onnx.ValueInfoProto()
+    kept.CopyFrom(next(o for o in outputs if o.name == output))
+    del proto.graph.output[:]
+    proto.graph.output.append(kept)
+    _drop_dead_nodes(proto.graph)
+
+
+def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
+    """Remove the nodes that no graph output needs, then the initializers nothing reads."""
+    needed = {o.name for o in graph.output}
+    live = []
+    for node in reversed(graph.node):
+        if any(out in needed for out in node.output):
+            live.append(node)
+            needed.update(name for name in node.input if name)
+    live.reverse()
+    del graph.node[:]
+    graph.node.extend(live)
+    unused = [t for t in graph.initializer if t.name not in needed]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    names = {t.name for t in unused}
+    for info in [vi for vi in graph.input if vi.name in names]:  # weights listed as inputs
+        graph.input.remove(info)
+
+
+def _with_size(sample: list, size) -> list | None:
+    """The per-sample shape of an image input whose dynamic height and width take ``size``
+    (fixed dims stay as they are: a size that differs is the preprocessing's to refuse); None
+    when nothing is dynamic or the input is not an image (the error below says what to give)."""
+    height, width = (int(v) for v in size)
+    layout = image_layout(sample)
+    if layout is None or all(isinstance(d, int) and d > 0 for d in sample):
+        return None
+    spatial = (1, 2) if layout == "NCHW" else (0, 1)
+    out = list(sample)
+    for axis, value in zip(spatial, (height, width)):
+        if not (isinstance(out[axis], int) and out[axis] > 0):
+            out[axis] = value
+    return out
+
+
+def _dynamic_advice(sample: list) -> str:
+    """What to say about an input with dynamic dims, in the model's own layout."""
+    shown = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in sample)
+    layout = image_layout(sample)
+    if layout is not None:
+        c = sample[0] if layout == "NCHW" else sample[-1]
+        fixed = [d if isinstance(d, int) and d > 0 else 224 for d in sample]
+        example = tuple(fixed)
+        h, w = (fixed[1], fixed[2]) if layout == "NCHW" else (fixed[0], fixed[1])
+        return (
+            f"has dynamic dims ({shown}, {layout}); give the image size with --size HxW (e.g. "
+            f"--size {h}x{w}), or the per-sample shape as --input-shape "
+            f"{'x'.join(map(str, example))} (input_shape={example} in Python; "
+            f"{'CxHxW' if layout == 'NCHW' else 'HxWxC'} with C={c})"
+        )
+    example = tuple(d if isinstance(d, int) and d > 0 else 16 for d in sample)
+    return (
+        f"has dynamic dims ({shown}); give the per-sample size, e.g. input_shape={example} or "
+        f"--input-shape {'x'.join(map(str, example))}"
     )

@@ -100,14 +100,15 @@ _SHAPE_ONLY = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")
 
 
 def _class_axis_ok(node: gs.Node) -> bool:
-    """Softmax over the class axis: the last one, or axis 1 followed only by size-1 dims."""
+    """Softmax over the class (channel) axis: the last one, or axis 1 (a classifier's
+    (N, K, 1, 1), or a dense channels-first head's (N, C, H, W), softmax per position)."""
     shape = node.inputs[0].shape
     axis = int(node.attrs.get("axis", -1))
     if shape is None:
         return axis in (-1, 1)
     rank = len(shape)
     axis = axis + rank if axis < 0 else axis
-    return axis == rank - 1 or (axis == 1 and all(d == 1 for d in shape[2:]))
+    return axis in (1, rank - 1)
 
 
 @rewrite_pass("strip_softmax")
@@ -151,19 +152,23 @@ def strip_softmax(graph: gs.Graph, report: PassReport) -> None:
 
 @rewrite_pass("flatten_logits")
 def flatten_logits(graph: gs.Graph, report: PassReport) -> None:
-    """Give the logits shape (N, K): fully-convolutional heads end in (N, K, 1, 1)."""
+    """Give the logits shape (N, K): fully-convolutional heads end in (N, K, 1, 1), dense heads
+    in (N, H, W, C) or (N, C, H, W). Flatten keeps C order, so element ``i`` of the per-sample
+    output (its own layout) is logit ``ravel_multi_index(i, shape)``: a dense target is one
+    logit, a region a sum of logits (:meth:`pathonnx.graph.Canonical.readout`)."""
     output = graph.outputs[0]
     shape = output.shape
     if shape is None or len(shape) <= 2:
         return
-    if not all(d == 1 for d in shape[2:]):
-        report.skipped.append(f"output {output.name!r} has shape {shape}, not (N, K, 1, ...)")
+    if not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+        report.skipped.append(f"output {output.name!r} has shape {shape}, not a fixed size")
         return
+    k = int(np.prod(shape[1:]))
     flat = gs.Variable(f"{output.name}__flat", dtype=output.dtype or np.float32)
-    flat.shape = [shape[0], shape[1]]
+    flat.shape = [shape[0], k]
     graph.nodes.append(gs.Node("Flatten", f"{output.name}__flatten", {"axis": 1}, [output], [flat]))
     graph.outputs[0] = flat
-    report.changed.append(f"flattened the output {output.name!r} {list(shape)} -> (N, {shape[1]})")
+    report.changed.append(f"flattened the output {output.name!r} {list(shape)} -> (N, {k})")
 
 
 # --- BatchNormalization --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from ..ops import rule_for, sample_shape
 from .weights import export_graph, import_graph, values
@@ -113,6 +113,48 @@ def with_output(original: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, 
     info.name = name
     info.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
     return proto, "logits"
+
+
+def readout(proto: onnx.ModelProto, source: str, shape: tuple[int, ...], axis: int,
+            weights: np.ndarray, name: str) -> onnx.ModelProto:  # fmt: skip
+    """A copy of the model whose first output is ``name`` (N, C): for each channel c of the
+    tensor ``source`` (per sample ``shape``, channels on ``axis``, flat or not),
+    ``Σ_p weights[p] · source[c at p]``, positions p over the other axes in order.
+
+    Linear nodes read ``source``: a Reshape to (N, A, C, B) (A, B: the sizes before and after
+    the channel axis), a Transpose and Reshape to (N, C, A·B), a MatMul by the weights (A·B, 1)
+    and a Flatten. The adjoint seeds ``weights`` on the channel's elements: exactly the linear
+    combination. (A MatMul, not a ReduceSum: onnxruntime's sums over a middle axis can depend
+    on the batch in the last bit.)"""
+    out = copy(proto)
+    before = int(np.prod(shape[:axis], dtype=np.int64))
+    channels = int(shape[axis])
+    after = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    w = np.asarray(weights, np.float32).reshape(before * after, 1)
+    graph = out.graph
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([-1, before, channels, after], np.int64),
+                                f"{name}:split_shape"),
+        numpy_helper.from_array(np.array([-1, channels, before * after], np.int64),
+                                f"{name}:rows_shape"),
+        numpy_helper.from_array(w, f"{name}:weights"),
+    ])  # fmt: skip
+    graph.node.extend([
+        helper.make_node("Reshape", [source, f"{name}:split_shape"], [f"{name}:split"],
+                         f"{name}:split"),
+        helper.make_node("Transpose", [f"{name}:split"], [f"{name}:channels_first"],
+                         f"{name}:channels_first", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", [f"{name}:channels_first", f"{name}:rows_shape"],
+                         [f"{name}:rows"], f"{name}:rows"),
+        helper.make_node("MatMul", [f"{name}:rows", f"{name}:weights"], [f"{name}:summed"],
+                         f"{name}:summed"),
+        helper.make_node("Flatten", [f"{name}:summed"], [name], name, axis=1),
+    ])  # fmt: skip
+    info = helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", channels])
+    rest = list(graph.output)[1:]
+    del graph.output[:]
+    graph.output.extend([info, *rest])
+    return out
 
 
 #: The op types whose constant inputs are a layer's parameters (the MPRT cascade's layers).

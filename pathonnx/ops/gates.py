@@ -259,6 +259,7 @@ class PRelu(GateRule):
 
     def pattern(self, node, idx, sx):
         shape = sample_shape(node.outputs[0])
-        a = np.broadcast_to(sx.const(node.inputs[1]), shape).reshape(-1)[idx]
+        # The slope broadcasts against the batched tensor: Keras exports write it (1, C, 1, 1).
+        a = np.broadcast_to(sx.const(node.inputs[1]), (1, *shape)).reshape(-1)[idx]
         z = sx.preactivation(node)[idx]
         return np.where(z > 0, 1.0, a).astype(np.float32), None
