@@ -18,10 +18,16 @@ def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
     elif result.explainable:
         lines.append(f"{result.model}: FAILED self-check: {result.error}")
     elif result.unsupported:
+        count, kinds = len(result.unsupported), len(result.unsupported_kinds)
         lines.append(
-            f"{result.model}: NOT explainable: {len(result.unsupported)} unsupported node(s)"
+            f"{result.model}: NOT explainable: {count} unsupported node(s) of {kinds} kind(s)"
         )
-        lines += [f"  {u['op']} {u['node']!r}: {u['reason']}" for u in result.unsupported]
+        for kind in result.unsupported_kinds:
+            lines.append(
+                f"  {kind['label']} ×{kind['count']}: {kind['why']} (e.g. node {kind['example']!r})"
+            )
+        lines.append("  nodes:")
+        lines += [f"    {u['op']} {u['node']!r}: {u['reason']}" for u in result.unsupported]
     else:
         lines.append(f"{result.model}: cannot be read: {result.error}")
     if result.ops:

@@ -70,6 +70,10 @@ class CheckResult:
     error: str | None = None
     exit_code: int = 0
     unsupported: list[dict] = field(default_factory=list)
+    """Every node that cannot be explained: ``node``, ``op``, ``reason``."""
+    unsupported_kinds: list[dict] = field(default_factory=list)
+    """The same nodes by kind (SiLU, GELU, an op and its reason), most frequent first: ``kind``,
+    ``label``, ``why``, ``count`` (places), ``example``, ``nodes``."""
     ops: dict[str, int] = field(default_factory=dict)
     canonical_ops: dict[str, int] = field(default_factory=dict)
     input_shape: list[int] | None = None
@@ -122,6 +126,8 @@ def check_model(
     except UnsupportedModelError as err:
         result.error, result.exit_code = str(err), err.exit_code
         result.unsupported = [{"node": n, "op": op, "reason": why} for n, op, why in err.nodes]
+        result.unsupported_kinds = err.groups
+        result.ops = result.ops or err.ops  # refused while reading: the graph as read
         return result
     except PathonnxError as err:
         result.error, result.exit_code = str(err), err.exit_code

@@ -22,14 +22,25 @@ class ModelLoadError(PathonnxError):
 class UnsupportedModelError(PathonnxError):
     """The model reads fine but is not an explainable piecewise-linear network.
 
-    ``nodes`` lists every offending ``(node name, op type, reason)``.
+    ``nodes`` lists every offending ``(node name, op type, reason)``. ``groups`` sums them up
+    by kind (a named activation such as SiLU, else an op and its reason), most frequent first:
+    dicts with ``kind``, ``label``, ``why``, ``count`` (places), ``example`` and ``nodes``.
+    ``ops`` is the op histogram of the graph as read, when the refusal came before the rewrite.
     """
 
     exit_code = 1
 
-    def __init__(self, message: str, nodes: list[tuple[str, str, str]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        nodes: list[tuple[str, str, str]] | None = None,
+        groups: list[dict] | None = None,
+        ops: dict[str, int] | None = None,
+    ):
         super().__init__(message)
         self.nodes = list(nodes or [])
+        self.groups = list(groups or [])
+        self.ops = dict(ops or {})
 
 
 class InputError(PathonnxError):

@@ -20,7 +20,10 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 INF = float("inf")
-GATES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, zoo.ClampReLU6, zoo.MinMaxReLU6)
+GATES = (
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.Hardsigmoid, zoo.ClampReLU6,
+    zoo.MinMaxReLU6,
+)  # fmt: skip
 
 
 def _bounds(module: nn.Module) -> tuple[float, float]:
@@ -39,6 +42,9 @@ def _slope_offset(module: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, tor
         a = module.weight.detach().to(z)
         a = a.view(1, -1, *[1] * (z.dim() - 2)) if a.numel() > 1 else a
         return torch.where(z > 0, torch.ones_like(z), a.expand_as(z)), zero
+    if isinstance(module, nn.Hardsigmoid):  # relu6(z + 3) / 6: slope 1/6 on (-3, 3)
+        inside = ((z > -3) & (z < 3)).to(z)
+        return inside / 6, 0.5 * inside + (z >= 3).to(z)
     lo, hi = _bounds(module)
     slope = ((z > lo) & (z < hi)).to(z)
     offset = zero.clone()

@@ -20,6 +20,7 @@ CASES = [
     ("densenet", {"depth": 1, "width": "5%"}),
     ("inception", {"depth": 4}),
     ("leaky_prelu", {}),
+    ("hardsigmoid", {}),
 ]
 
 
@@ -189,7 +190,7 @@ def test_sweep_under_a_tiny_memory_budget_gives_the_same_pathway(arch, exported)
     ("arch", "params"),
     [("vgg_bn", {"width": 1}), ("vgg_bn", {"width": 3}), ("mlp", {"width": 2}),
      ("vgg_bn", {"width": "1%", "depth": 4}), ("leaky_prelu", {"width": 2}),
-     ("mobilenetv2", {"width": 2})],
+     ("mobilenetv2", {"width": 2}), ("hardsigmoid", {"width": 2})],
 )  # fmt: skip
 def test_sparse_walk_below_narrow_gates_equals_the_dense_walk(arch, params, exported, monkeypatch):
     from pathonnx.engine.sparse import SparseWalker

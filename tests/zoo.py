@@ -379,6 +379,19 @@ def avgpool_pad() -> nn.Module:
     )
 
 
+def hardsigmoid() -> nn.Module:
+    """MobileNetV3's hard sigmoid (exported as HardSigmoid, alpha 1/6, beta 1/2) as a gate,
+    between ReLUs; the first convolution's weights are scaled so that its units reach both
+    saturations (below -3 and above 3) as well as the slope between, and so do the last one's."""
+    first, last = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+    with torch.no_grad():
+        first.weight.mul_(8.0)
+        last.weight.mul_(40.0)
+    return nn.Sequential(
+        first, nn.Hardsigmoid(), *conv_bn(8, 8), nn.ReLU(), last, nn.Hardsigmoid(), Head(8)
+    )
+
+
 def leaky_prelu() -> nn.Module:
     prelu = nn.PReLU(num_parameters=8)
     # Distinct per-channel slopes, so a broadcast error in the slope shows.
@@ -498,6 +511,7 @@ _ROWS = [
     Arch("resize_nearest", seeded(resize_nearest), (3, 16, 16)),
     Arch("avgpool_pad", seeded(avgpool_pad), (3, 16, 16)),
     Arch("leaky_prelu", seeded(leaky_prelu), (3, 16, 16)),
+    Arch("hardsigmoid", seeded(hardsigmoid), (3, 16, 16)),
     Arch("pad_maxpool", seeded(PadMaxPool), (3, 16, 16)),
     Arch("ceil_pool", seeded(ceil_pool), (3, 15, 15)),
     Arch("mlp", seeded(mlp), (3, 8, 8)),

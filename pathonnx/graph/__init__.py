@@ -20,9 +20,11 @@ from .passes import (
     fold_batchnorm,
     fold_constants,
     free_batch,
+    per_sample_gather,
     strip_softmax,
 )
 from .report import PassReport, rewrite_pass
+from .screen import screen
 from .variants import live_tensors, parametric_layers, randomized
 
 __all__ = [
@@ -49,7 +51,9 @@ __all__ = [
     "live_tensors",
     "load_model",
     "parametric_layers",
+    "per_sample_gather",
     "randomized",
     "rewrite_pass",
+    "screen",
     "strip_softmax",
 ]

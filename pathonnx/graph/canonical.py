@@ -19,11 +19,12 @@ from onnx import shape_inference
 
 from ..errors import UnsupportedModelError
 from ..images import image_layout
-from ..ops import GATE_KINDS, rule_for, sample_shape, unsupported_nodes
+from ..ops import GATE_KINDS, offenders, rule_for, sample_shape
 from . import variants
 from .load import CANONICAL_KEY, ModelFile
 from .passes import PIPELINE
 from .report import PassReport
+from .screen import refusal_error
 from .weights import Weights, export_graph, import_graph
 
 
@@ -301,7 +302,9 @@ class Canonical:
 def canonicalize(loaded: ModelFile, name: str = "model") -> Canonical:
     """Run every pass of :data:`PIPELINE`, then check that every node is explainable.
 
-    Raises :class:`UnsupportedModelError` naming every node outside the vocabulary.
+    Raises :class:`UnsupportedModelError` naming every node outside the vocabulary, and the
+    activations they make up (SiLU, GELU, ...). (:func:`~.load.load_model` has refused the
+    models whose graph alone shows such nodes: see :mod:`.screen`.)
     """
     graph = import_graph(loaded.proto)
     reports = []
@@ -314,16 +317,10 @@ def canonicalize(loaded: ModelFile, name: str = "model") -> Canonical:
     del proto.graph.value_info[:]
     proto = shape_inference.infer_shapes(proto, strict_mode=False)
     # The vocabulary check reads ranks and sizes: check the graph with its shapes inferred.
-    offenders = unsupported_nodes(import_graph(proto))
-    if offenders:
-        listed = "; ".join(f"{op} {node!r} ({why})" for node, op, why in offenders[:12])
-        more = f"; and {len(offenders) - 12} more" if len(offenders) > 12 else ""
-        ops = sorted({op for _, op, _ in offenders})
-        raise UnsupportedModelError(
-            f"{name}: {len(offenders)} node(s) cannot be explained ({', '.join(ops)}): "
-            f"{listed}{more}; pathonnx explains piecewise-linear (ReLU-family) networks",
-            nodes=offenders,
-        )
+    checked = import_graph(proto)
+    found = offenders(checked)
+    if found:
+        raise refusal_error(name, checked, found)
     logits = proto.graph.output[0].name
     return Canonical(loaded, proto, reports, _reference(graph, loaded.proto) or logits)
 

@@ -1,4 +1,8 @@
-"""Reading a model file: safely, with old opsets upgraded, the input pinned, shapes inferred."""
+"""Reading a model file: safely, with old opsets upgraded, the input pinned, shapes inferred.
+
+A model whose graph alone shows nodes that cannot be explained is refused right after reading,
+before its weights are hashed and registered (:mod:`.screen`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import external_data_helper, helper, shape_inference, version_converter
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..images import image_layout
+from .screen import refusal_error, screen
 from .weights import Weights
 
 #: Models below this opset are upgraded with onnx.version_converter (ops change form at 11 and 13:
@@ -53,15 +59,16 @@ CANONICAL_KEY = "pathonnx.canonical"
 
 def read_model(
     source: str | os.PathLike | onnx.ModelProto | bytes,
-) -> tuple[onnx.ModelProto, str, str]:
+) -> tuple[onnx.ModelProto, str, bytes]:
     """Read a model from a path, serialized bytes or a ModelProto (copied, never modified):
-    (proto, its name for messages, the sha256 of what was given)."""
+    (proto, its name for messages, the bytes given, whose sha256 identifies the model; hashing
+    them waits until the model passes the screen)."""
     if isinstance(source, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(source)
-        return proto, "<ModelProto>", hashlib.sha256(proto.SerializeToString()).hexdigest()
+        return proto, "<ModelProto>", proto.SerializeToString()
     if isinstance(source, bytes):
-        return _parse(source, "<bytes>"), "<bytes>", hashlib.sha256(source).hexdigest()
+        return _parse(source, "<bytes>"), "<bytes>", source
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file; check the path")
@@ -70,11 +77,9 @@ def read_model(
     data = path.read_bytes()
     if not data:
         raise ModelLoadError(f"{path}: the file is empty; re-export the model")
-    digest = hashlib.sha256(data).hexdigest()
     proto = _parse(data, str(path))
-    del data
     _load_external_data(proto, path)
-    return proto, str(path), digest
+    return proto, str(path), data
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:
@@ -152,6 +157,18 @@ def _set_dims(value_info: onnx.ValueInfoProto, dims: list[int | str]) -> None:
             dim.dim_value = int(value)
 
 
+def _screen(proto: onnx.ModelProto, name: str) -> None:
+    """Refuse the model if its graph alone shows nodes that cannot be explained."""
+    try:
+        graph = gs.import_onnx(proto)  # initializers stay lazy: nothing is copied
+    except Exception:  # noqa: BLE001  the passes and the full check will say what is wrong
+        return
+    found = screen(graph)
+    if found:
+        ops = dict(Counter(node.op_type for node in proto.graph.node))
+        raise refusal_error(name, graph, found, ops)
+
+
 def data_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     """Graph inputs that are not initializers (older IRs list weights as inputs too)."""
     weights = {t.name for t in graph.initializer}
@@ -163,6 +180,7 @@ def load_model(
     input_shape: tuple[int, ...] | None = None,
     output: str | None = None,
     size: tuple[int, int] | None = None,
+    early: bool = True,
 ) -> ModelFile:
     """Read, validate and prepare a model for rewriting.
 
@@ -171,8 +189,13 @@ def load_model(
     ``(H, W)`` is enough (the channels stay where the model has them). ``output`` names the
     graph output to explain, needed when the model has several (:func:`choose_output`). The
     returned graph has batch 1 pinned so that exporters' shape chains fold.
+
+    Raises :class:`UnsupportedModelError` as soon as the graph as read (its chosen output's
+    part) shows nodes that cannot be explained (:func:`~.screen.screen`), before its weights
+    are hashed or anything runs; ``early=False`` leaves every verdict to
+    :func:`~.canonical.canonicalize` (tests compare).
     """
-    proto, name, digest = read_model(source)
+    proto, name, given = read_model(source)
     if not proto.graph.node:
         raise UnsupportedModelError(f"{name}: the graph has no nodes; nothing to explain")
     inputs = data_inputs(proto.graph)
@@ -212,6 +235,10 @@ def load_model(
     # onnx may stamp a newer IR version than onnxruntime reads (onnx.helper.make_model does),
     # and old files an older one than their (upgraded) opset needs: use the opsets' minimum.
     proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    if early:
+        _screen(proto, name)
+    digest = hashlib.sha256(given).hexdigest()
+    del given
 
     dims = _dims(data)
     if not dims:

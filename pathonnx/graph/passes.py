@@ -111,6 +111,22 @@ def _class_axis_ok(node: gs.Node) -> bool:
     return axis in (1, rank - 1)
 
 
+def _last_producer(graph: gs.Graph) -> tuple[gs.Node | None, list[gs.Node]]:
+    """The node that writes the output's values, below shape-only ops, and those ops."""
+    tensor, trail = graph.outputs[0], []
+    while tensor.inputs and tensor.inputs[0].op in _SHAPE_ONLY:
+        trail.append(tensor.inputs[0])
+        tensor = tensor.inputs[0].inputs[0]
+    return (tensor.inputs[0] if tensor.inputs else None), trail
+
+
+def may_strip(graph: gs.Graph) -> gs.Node | None:
+    """The Softmax/LogSoftmax that :func:`strip_softmax` may remove (the output's, below
+    shape-only ops), else None: any other is refused whatever the passes do."""
+    producer, _ = _last_producer(graph)
+    return producer if producer is not None and producer.op in ("Softmax", "LogSoftmax") else None
+
+
 @rewrite_pass("strip_softmax")
 def strip_softmax(graph: gs.Graph, report: PassReport) -> None:
     """Make the logits the output: explanations are of the logits, not of probabilities.
@@ -119,11 +135,7 @@ def strip_softmax(graph: gs.Graph, report: PassReport) -> None:
     the output; those stay, reading the logits instead.
     """
     output = graph.outputs[0]
-    tensor, trail = output, []
-    while tensor.inputs and tensor.inputs[0].op in _SHAPE_ONLY:
-        trail.append(tensor.inputs[0])
-        tensor = tensor.inputs[0].inputs[0]
-    producer = tensor.inputs[0] if tensor.inputs else None
+    producer, trail = _last_producer(graph)
     if producer is None or producer.op not in ("Softmax", "LogSoftmax"):
         found = producer.op if producer is not None else "the input"
         report.skipped.append(f"the output is produced by {found}, not Softmax/LogSoftmax")
@@ -169,6 +181,62 @@ def flatten_logits(graph: gs.Graph, report: PassReport) -> None:
     graph.nodes.append(gs.Node("Flatten", f"{output.name}__flatten", {"axis": 1}, [output], [flat]))
     graph.outputs[0] = flat
     report.changed.append(f"flattened the output {output.name!r} {list(shape)} -> (N, {k})")
+
+
+# --- dynamo's strided views ----------------------------------------------------------------------
+
+
+@rewrite_pass("per_sample_gather")
+def per_sample_gather(graph: gs.Graph, report: PassReport) -> None:
+    """Rewrite dynamo's ``as_strided`` views per sample.
+
+    Dynamo writes some views (``aten.as_strided``, e.g. after an average pool of a channels-last
+    tensor) as a Reshape of the whole tensor to one dimension, then a Gather along it at
+    constant indices shaped ``(1, ...)``: right at the traced batch of 1, wrong at any other.
+    Per sample it is a Gather along the flattened sample, which this pass writes instead; when
+    it takes every element in order, only a Reshape remains. (Shapes still pin the batch to 1
+    here; :func:`free_batch` frees the new Reshape.)
+    """
+    for node in list(graph.nodes):
+        if node.op != "Gather" or int(node.attrs.get("axis", 0)) not in (0, -1):
+            continue
+        flat, indices = node.inputs[0], constant_value(node.inputs[1])
+        reshape = flat.inputs[0] if flat.inputs else None
+        if reshape is None or reshape.op != "Reshape" or indices is None:
+            continue
+        target = constant_value(reshape.inputs[1])
+        if target is None or np.asarray(target).size != 1:
+            continue
+        label = node_label(node)
+        source, indices = reshape.inputs[0], np.asarray(indices, np.int64)
+        shape = source.shape
+        if not shape or not all(isinstance(d, int) for d in shape) or shape[0] != 1:
+            report.skipped.append(f"{label}: the flattened tensor has no known shape at batch 1")
+            continue
+        if indices.ndim == 0 or indices.shape[0] != 1:
+            report.skipped.append(f"{label}: its indices do not start with a batch axis of 1")
+            continue
+        size = int(np.prod(shape))
+        picked = indices[0] % size
+        out, base = node.outputs[0], node.name or node.outputs[0].name
+        if picked.size == size and np.array_equal(picked.reshape(-1), np.arange(size)):
+            view = gs.Constant(f"{base}__view", np.array([1, *picked.shape], np.int64))
+            new = [gs.Node("Reshape", f"{base}__view", inputs=[source, view], outputs=[out])]
+            what = "a Reshape (it takes every element in order)"
+        else:
+            rows = gs.Variable(f"{base}__sample", dtype=np.float32, shape=[1, size])
+            flat_shape = gs.Constant(f"{base}__sample_shape", np.array([1, size], np.int64))
+            new = [
+                gs.Node("Reshape", f"{base}__sample", inputs=[source, flat_shape], outputs=[rows]),
+                gs.Node("Gather", base, {"axis": 1},
+                        inputs=[rows, gs.Constant(f"{base}__indices", picked)], outputs=[out]),
+            ]  # fmt: skip
+            what = "a Gather along each flattened sample"
+        _insert_before(graph, node, *new)
+        node.inputs.clear()
+        node.outputs.clear()
+        report.changed.append(f"{label} on the flattened batch -> {what}")
+    graph.cleanup()
 
 
 # --- BatchNormalization --------------------------------------------------------------------------
@@ -310,6 +378,13 @@ def _bounds(node: gs.Node) -> tuple[gs.Tensor, float, float] | None:
             return data[0], consts[0], INF
         return data[0], -INF, consts[0]
     return None
+
+
+def may_become_gate(node: gs.Node, data: list[bool]) -> bool:
+    """Whether :func:`canonicalize_gates` may turn a Max/Min into a gate, given which of its
+    inputs carry data: it does for one data input and one constant scalar (which constant
+    folding may have to compute first)."""
+    return node.op in ("Max", "Min") and len(data) == 2 and sum(data) == 1
 
 
 def _make_clamp(graph: gs.Graph, anchor: gs.Node, x: gs.Tensor, lo: float, hi: float) -> gs.Node:
@@ -499,6 +574,7 @@ def expose_outputs(graph: gs.Graph, report: PassReport) -> None:
 PIPELINE = (
     fold_constants,
     drop_identity,
+    per_sample_gather,
     strip_softmax,
     flatten_logits,
     fold_batchnorm,

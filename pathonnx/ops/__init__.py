@@ -7,6 +7,8 @@ transpose that walks a few nonzero entries in numpy. Adding an op is one class i
 
 Roles: ``gate`` (elementwise piecewise-linear; its elements are units), ``linear`` (linear or
 affine in the data), ``selection`` (max pooling: frozen like a gate, but not units).
+:mod:`.vocabulary` says why the other nodes cannot be explained, and names the activations
+that exporters write as several nodes (SiLU, GELU, HardSwish).
 """
 
 from __future__ import annotations
@@ -18,15 +20,9 @@ from .base import Rule, TooDense, op_rule, registry, sample_shape
 
 # Importing the families registers their rules.
 from . import gates, linear, pooling, shapes  # noqa: E402,F401  isort: skip
+from .vocabulary import Refusal, certain_reason, offenders  # noqa: E402  isort: skip
 
 GATE_KINDS = {op: rule.kind for op, rule in registry().items() if rule.role == "gate"}
-
-_NOT_VOCABULARY = {
-    "Softmax": "Softmax inside the network (only a trailing Softmax is removed)",
-    "LogSoftmax": "LogSoftmax inside the network (only a trailing one is removed)",
-    "Max": "Max of data tensors (only Max(x, constant) is a gate)",
-    "Min": "Min of data tensors (only Min(x, constant) is a gate)",
-}
 
 
 def rule_for(op_type: str) -> Rule | None:
@@ -39,20 +35,9 @@ def role(op_type: str) -> str | None:
 
 
 def unsupported_nodes(graph: gs.Graph) -> list[tuple[str, str, str]]:
-    """Every node pathonnx cannot explain, as ``(node name, op type, reason)``."""
-    found = []
-    for node in graph.nodes:
-        standard = node.domain in ("", "ai.onnx", None)
-        rule = rule_for(node.op) if standard else None
-        if rule is None:
-            reason = _NOT_VOCABULARY.get(node.op, f"{node.op} is not piecewise linear")
-            if not standard:
-                reason = f"custom op {node.domain}.{node.op}"
-        else:
-            reason = rule.check(node)
-        if reason:
-            found.append((node.name or node.outputs[0].name, node.op, reason))
-    return found
+    """Every node of a canonical graph that pathonnx cannot explain, as ``(node name, op type,
+    reason)``; nodes of a named activation (SiLU, GELU, ...) say so in their reason."""
+    return Refusal(graph, offenders(graph)).nodes
 
 
 __all__ = [
@@ -61,8 +46,11 @@ __all__ = [
     "GRADIENT",
     "GUIDED",
     "Backward",
+    "Refusal",
     "Rule",
     "TooDense",
+    "certain_reason",
+    "offenders",
     "op_rule",
     "role",
     "rule_for",

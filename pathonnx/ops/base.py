@@ -36,8 +36,27 @@ class Rule:
     #: Whether the frozen op needs its input at x (LeakyRelu/PRelu: a slope below 0 can flip
     #: the sign, so the slope cannot be read off the output).
     reads_input = False
+    #: The input positions that may carry data (values computed from the model's input); the
+    #: others must be constants (weights, bounds, shapes). None: any position may.
+    data_positions: tuple[int, ...] | None = (0,)
+    #: How many inputs may carry data at once (None: no limit beyond ``data_positions``).
+    most_data: int | None = None
 
     def check(self, node: gs.Node) -> str | None:
+        return None
+
+    def data_reason(self, node: gs.Node, data: list[bool]) -> str | None:
+        """Why the node cannot be explained, read off the graph alone: ``data[i]`` says whether
+        input ``i`` is computed from the model's input. Constant folding cannot change that, so
+        a reason here is certain before any pass runs; None when the graph alone does not tell
+        (:meth:`check` decides on the canonical graph)."""
+        count = sum(data)
+        if self.most_data is not None and count > self.most_data:
+            return f"{node.op} of {count} data tensors (not linear)"
+        if self.data_positions is not None:
+            for index, flag in enumerate(data):
+                if flag and index not in self.data_positions:
+                    return f"{node.op} input {index} is computed from data, not a constant"
         return None
 
     def adjoint(self, node: gs.Node, ct: list, cx) -> list:

@@ -2,7 +2,8 @@
 
 At the pattern of x each gate is ``h = slope·z + offset`` (docs/ARCHITECTURE.md, Semantics):
 ReLU slope ``[z>0]``; Clip(lo, hi) slope ``[lo<z<hi]`` and offset ``lo·[z≤lo] + hi·[z≥hi]``;
-LeakyRelu/PRelu slope 1 or a. A unit outside the pathway's mask passes nothing: its slope and
+LeakyRelu/PRelu slope 1 or a; HardSigmoid(a, b) = clip(a·z + b, 0, 1) slope ``a·[0<h<1]`` and
+offset ``b·[0<h<1] + [h≥1]``. A unit outside the pathway's mask passes nothing: its slope and
 offset are multiplied by the mask. In the *scaled* variant the mask is a float per unit instead
 (the per-unit gates of pruning baselines such as DGR): slope and offset are multiplied by it.
 
@@ -21,6 +22,8 @@ from .base import Rule, needs_constants, op_rule, sample_shape
 
 #: LeakyRelu's slope below 0 when the node leaves ``alpha`` out (ONNX operator spec).
 LEAKY_RELU_ALPHA = 0.01
+#: HardSigmoid's ``alpha`` and ``beta`` when the node leaves them out (ONNX operator spec).
+HARD_SIGMOID_ALPHA, HARD_SIGMOID_BETA = 0.2, 0.5
 
 
 class GateRule(Rule):
@@ -263,3 +266,51 @@ class PRelu(GateRule):
         a = np.broadcast_to(sx.const(node.inputs[1]), (1, *shape)).reshape(-1)[idx]
         z = sx.preactivation(node)[idx]
         return np.where(z > 0, 1.0, a).astype(np.float32), None
+
+
+@op_rule("HardSigmoid")
+class HardSigmoid(GateRule):
+    """``h = max(0, min(1, a·z + b))``: a Clip(0, 1) of an affine map of z (MobileNetV3's hard
+    sigmoid, ``relu6(z + 3) / 6``, exports as a = 1/6, b = 1/2). On its linear region,
+    ``0 < h < 1`` exactly when ``0 < a·z + b < 1``, the slope is ``a`` and the offset ``b``;
+    saturated, the slope is 0 and the offset 0 or 1. The pattern reads h alone."""
+
+    kind = "hard_sigmoid"
+
+    def params(self, node):
+        return {
+            "alpha": float(node.attrs.get("alpha", HARD_SIGMOID_ALPHA)),
+            "beta": float(node.attrs.get("beta", HARD_SIGMOID_BETA)),
+        }
+
+    def _inside(self, node, cx):
+        def make():
+            em = cx.em
+            h = cx.activation(node)
+            above = em.op("Greater", [h, em.const(np.float32(0))], dtype=bool)
+            below = em.op("Less", [h, em.const(np.float32(1))], dtype=bool)
+            return em.op("And", [above, below], hint="inside", dtype=bool)
+
+        return cx.em.cached(self._key(node, "inside"), make)
+
+    def slope(self, node, cx):
+        alpha = np.float32(self.params(node)["alpha"])
+        em = cx.em
+        return em.op("Where", [self._inside(node, cx), em.const(alpha), em.const(np.float32(0))],
+                     hint="slope")  # fmt: skip
+
+    def offset(self, node, cx):
+        em = cx.em
+        beta = np.float32(self.params(node)["beta"])
+        inside = em.op("Where", [self._inside(node, cx), em.const(beta), em.const(np.float32(0))],
+                       hint="offset")  # fmt: skip
+        top = em.op("GreaterOrEqual", [cx.activation(node), em.const(np.float32(1))], dtype=bool)
+        return em.op("Add", [inside, _as_float(cx, top)], hint="offset")
+
+    def pattern(self, node, idx, sx):
+        params = self.params(node)
+        h = sx.activation(node)[idx]
+        inside = (h > 0) & (h < 1)
+        slope = np.where(inside, params["alpha"], 0.0).astype(np.float32)
+        offset = (np.where(inside, params["beta"], 0.0) + (h >= 1)).astype(np.float32)
+        return slope, offset

@@ -186,18 +186,29 @@ class Gemm(Rule):
         return _channel_bias(cx, ct[0], c, (k,))
 
 
+#: Why a product of two data tensors is refused (before folding and after).
+TWO_DATA = "{op} of two data tensors (not linear)"
+DATA_DIVISOR = "Div by a data tensor (not linear); only division by a constant is"
+
+
 @op_rule("MatMul")
 class MatMul(Rule):
+    data_positions = None
+    most_data = 1
+
     def check(self, node):
         data = [i for i, t in enumerate(node.inputs) if is_data(t)]
         if len(data) != 1:
-            return "MatMul of two data tensors (not linear)"
+            return TWO_DATA.format(op="MatMul")
         other = node.inputs[1 - data[0]]
         if rank(other) != 2:
             return "MatMul with a constant operand of rank other than 2"
         if data[0] == 1 and (rank(node.inputs[1]) or 0) < 3:
             return "MatMul W·x with a rank-2 data operand mixes the batch axis"
         return None
+
+    def data_reason(self, node, data):
+        return TWO_DATA.format(op=node.op) if sum(data) > 1 else None
 
     def adjoint(self, node, ct, cx):
         em = cx.em
@@ -235,6 +246,8 @@ def _constant_term(cx, node, ct, value: np.ndarray, sign: float):
 
 @op_rule("Add", "Sub", "Sum")
 class AddSub(Rule):
+    data_positions = None
+
     def check(self, node):
         if not data_inputs(node):
             return f"{node.op} of constants only (should have been folded)"
@@ -264,10 +277,16 @@ class AddSub(Rule):
 
 @op_rule("Mul")
 class Mul(Rule):
+    data_positions = None
+    most_data = 1
+
     def check(self, node):
         if len(data_inputs(node)) != 1:
-            return "Mul of two data tensors (not linear)"
+            return TWO_DATA.format(op="Mul")
         return None
+
+    def data_reason(self, node, data):
+        return TWO_DATA.format(op=node.op) if sum(data) > 1 else None
 
     def adjoint(self, node, ct, cx):
         out = []
@@ -285,8 +304,11 @@ class Mul(Rule):
 class Div(Rule):
     def check(self, node):
         if not is_data(node.inputs[0]) or is_data(node.inputs[1]):
-            return "Div by a data tensor (not linear); only division by a constant is"
+            return DATA_DIVISOR
         return None
+
+    def data_reason(self, node, data):
+        return DATA_DIVISOR if len(data) > 1 and data[1] else None
 
     def adjoint(self, node, ct, cx):
         grad = cx.em.op("Div", [ct[0], node.inputs[1]], hint="div_t")

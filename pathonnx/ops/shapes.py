@@ -1,4 +1,5 @@
-"""Ops that only move data: reshapes, transposes, concatenation, slicing, padding, resizing."""
+"""Ops that only move data: reshapes, transposes, concatenation, slicing, padding, resizing,
+gathering at constant indices."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ class Reshape(_Reshaping):
         shape = const(node, 1)
         if shape is None or shape.size == 0 or int(shape[0]) not in (0, -1):
             return "Reshape whose target does not keep the batch axis first"
+        if shape.size == 1 and int(shape[0]) == -1:
+            return "Reshape to one dimension merges the batch axis with the others"
         if int(shape[0]) == 0 and node.attrs.get("allowzero", 0):
             return "Reshape to a literal batch size of 0"
         if int(shape[0]) == -1 and -1 in [int(s) for s in shape[1:]]:
@@ -98,6 +101,8 @@ def _axis(node, rank_: int) -> int:
 
 @op_rule("Concat")
 class Concat(Rule):
+    data_positions = None
+
     def check(self, node):
         return axes_reason(node.attrs.get("axis", 0), rank(node.inputs[0]), "Concat")
 
@@ -287,3 +292,68 @@ class Resize(Rule):
                 moved = em.op("MatMul", [moved, em.const(matrix)], hint="resize_t")
                 grad = em.op("Transpose", [moved], {"perm": perm}, hint="resize_t")
         return [grad] + [None] * (len(node.inputs) - 1)
+
+
+#: Why a Gather whose indices come from data is refused (before folding and after).
+DATA_INDICES = "Gather at indices computed from data (data-dependent indexing) is not supported"
+EMBEDDING = (
+    "Gather from a constant table at indices computed from data (an embedding lookup) is not "
+    "supported: pathonnx explains float inputs"
+)
+
+
+@op_rule("Gather")
+class Gather(Rule):
+    """A selection at constant indices along one axis, linear in the data: output entry
+    ``(p, j, q)`` copies input entry ``(p, indices[j], q)``. Its transpose sends every output
+    cotangent back to the entry it came from, and adds where an index repeats."""
+
+    def check(self, node):
+        data, indices = (is_data(t) for t in node.inputs[:2])
+        if indices:
+            return DATA_INDICES if data else EMBEDDING
+        if not data:
+            return "Gather of constants only (should have been folded)"
+        return axes_reason(node.attrs.get("axis", 0), rank(node.inputs[0]), "Gather")
+
+    def data_reason(self, node, data):
+        if len(data) > 1 and data[1]:
+            return DATA_INDICES if data[0] else EMBEDDING
+        return None
+
+    def _layout(self, node):
+        """(indices flattened and made non-negative, size before the axis, size of the axis,
+        size after it), all per sample."""
+        shape = sample_shape(node.inputs[0])
+        k = int(node.attrs.get("axis", 0)) % (len(shape) + 1) - 1  # the axis within a sample
+        indices = np.asarray(node.inputs[1].values, np.int64).reshape(-1) % shape[k]
+        before, after = int(np.prod(shape[:k])), int(np.prod(shape[k + 1 :]))
+        return indices, before, shape[k], after
+
+    def adjoint(self, node, ct, cx):
+        em = cx.em
+        indices, before, size, after = self._layout(node)
+        count = len(indices)
+        grouped = em.reshape(ct[0], [-1, before, count, after], "gather_ct")
+        if len(np.unique(indices)) == count:
+            # Each input entry is read at most once: gather the cotangents back, and a zero
+            # slice (at position ``count``) for the entries that no output reads.
+            source = np.full(size, count, np.int64)
+            source[indices] = np.arange(count)
+            if count < size:
+                zero = em.ints([0, 0, 0, 0, 0, 0, 1, 0])
+                grouped = em.op("Pad", [grouped, zero], hint="gather_zero")
+            back = em.op("Gather", [grouped, em.const(source, "source", np.int64)], {"axis": 2},
+                         hint="gather_t")  # fmt: skip
+        else:
+            rows = em.leading(ct[0], "rows")
+            spread = em.op("Concat", [rows, em.ints([before, count, after])], {"axis": 0},
+                           hint="spread_shape", dtype=np.int64)  # fmt: skip
+            where = em.const(indices.reshape(1, 1, count, 1), "indices", np.int64)
+            where = em.op("Expand", [where, spread], hint="indices", dtype=np.int64)
+            size_of = em.op("Concat", [rows, em.ints([before, size, after])], {"axis": 0},
+                            hint="zeros_shape", dtype=np.int64)  # fmt: skip
+            zeros = em.op("ConstantOfShape", [size_of], hint="zeros")
+            back = em.op("ScatterElements", [zeros, where, grouped],
+                         {"axis": 2, "reduction": "add"}, hint="gather_t")  # fmt: skip
+        return [em.reshape(back, [-1, *sample_shape(node.inputs[0])], "gather_t"), None]
