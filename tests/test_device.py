@@ -78,7 +78,8 @@ def test_budgets_follow_the_gpus_free_memory(monkeypatch):
     assert (engine.memory_budget, engine.store_budget) == (20 << 30, 10 << 30)
     assert engine.rows_per_call(16) > 1000  # all K rows of a sweep in one call
     cpu = linear.LinearEngine(graph, ["CPUExecutionProvider"])
-    assert (cpu.memory_budget, cpu.store_budget) == (1 << 30, 4 << 30)
+    assert (cpu.memory_budget, cpu.store_budget) == (1 << 30, linear._store_budget())
+    assert 1 << 30 <= cpu.store_budget <= 5 << 30
     monkeypatch.setattr(linear, "device_memory", lambda: None)  # no driver to ask
     assert linear.LinearEngine(graph, cuda).memory_budget == 1 << 30
 

@@ -8,6 +8,7 @@ that pruning and NeuronIntGrad need. Sessions are built on first use and reused.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -55,6 +56,14 @@ def _scale_feed(scales: dict, info):
                                 np.float32)  # fmt: skip
 
 
+def _store_budget() -> int:
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30
+    return int(min(5 << 30, max(1 << 30, memory // 4)))
+
+
 class LinearEngine:
     """Runs one canonical model's graphs on ``providers``; built once, sessions reused."""
 
@@ -63,10 +72,11 @@ class LinearEngine:
     memory_budget = 1 << 30
     #: Bytes of cotangent rows a sweep may keep between its stages (see
     #: :class:`pathonnx.engine.sweep.RowStore`); beyond it, rows are walked again instead of
-    #: kept. 4 GiB: the exact 1000-class sweep of VGG-16-BN at 224×224 then peaks near 5 GB
-    #: (3.3 GB with 2 GiB, measured), within the 8 GB a 24 GB machine leaves a run. On CUDA, a
-    #: quarter of the GPU's free memory: the store's rows stay on the device.
-    store_budget = 4 << 30
+    #: kept. A quarter of the machine's memory, at most 5 GiB: on a 24 GB machine the exact
+    #: 1000-class sweep of VGG-16-BN at 224×224 peaked at 3.3 GB with 2 GiB and 5.6 GB with
+    #: 4 GiB (bench/bench_real.py). On CUDA, a quarter of the GPU's free memory: the store's
+    #: rows stay on the device.
+    store_budget = _store_budget()
 
     def __init__(self, graph: Canonical, providers: list):
         self.graph = graph
