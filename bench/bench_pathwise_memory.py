@@ -4,10 +4,11 @@ All K = 1000 logits enter the softmax at every gate, so the sweep carries 1000 c
 Kept whole, the rows at VGG-16's first gates would take 1000 × 3.2 M units × 4 bytes = 12.8 GB.
 pathonnx walks them in chunks and stores the chunks at a cut while they fit
 ``LinearEngine.store_budget`` (a quarter of the machine's memory, at most 5 GiB); the chunks
-that do not fit are walked again from where they are stored. Each onnxruntime call of the walk holds at most ``LinearEngine.memory_budget`` (1 GiB) of
-rows. This script exports the network (torch, in this process), then runs ``pathonnx.pathwise``
-in a child process that never imports torch, and prints that process's peak resident memory
-(``ru_maxrss``) and its run time. The goal is at most 8 GB.
+that do not fit are walked again from where they are stored. Each onnxruntime call of the
+walk holds at most ``LinearEngine.memory_budget`` (1 GiB) of rows. This script exports the
+network (torch, in this process), then runs ``pathonnx.pathwise`` in a child process that
+never imports torch, and prints that process's peak resident memory (``ru_maxrss``) and its
+run time. The goal is at most 8 GB.
 """
 
 from __future__ import annotations

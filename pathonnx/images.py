@@ -244,15 +244,19 @@ def read_image(path: Path) -> np.ndarray:
         ) from None
 
 
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the .npy {what} ({err})") from None
+
+
 def read_mask(path: Path) -> np.ndarray:
     """A region of a model's output from a file: a .npy array (booleans, or numbers that
     weigh the positions), or an image whose non-zero pixels (any channel) mark the region."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot read the .npy mask ({err})") from None
+        array = _load_npy(path, "mask")
         if array.dtype.kind not in "biuf":
             raise InputError(f"{path}: the mask must hold booleans or numbers")
         return array
@@ -339,10 +343,7 @@ def load_inputs(
     """One file -> its inputs: one per image, one per sample of a .npy array."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot read the .npy array ({err})") from None
+        array = _load_npy(path, "array")
         if tuple(array.shape) == tuple(input_shape):
             array = array[None]
         if array.ndim != len(input_shape) + 1 or tuple(array.shape[1:]) != tuple(input_shape):
