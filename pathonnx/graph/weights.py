@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import hashlib
 import os
 import shutil
@@ -99,18 +100,18 @@ def values(tensor: onnx.TensorProto) -> np.ndarray:
     return numpy_helper.to_array(tensor) if key is None else registered(key)
 
 
-_FULL = [False]
+_FULL: contextvars.ContextVar[bool] = contextvars.ContextVar("pathonnx_full", default=False)
 
 
 @contextlib.contextmanager
 def materialized():
-    """Within it, graphsurgeon exports stubbed constants with their data: for its constant
-    folding, which runs the foldable part of a graph in onnxruntime."""
-    _FULL[0] = True
+    """Within it (in this thread or task), graphsurgeon exports stubbed constants with their
+    data: for its constant folding, which runs the foldable part of a graph in onnxruntime."""
+    token = _FULL.set(True)
     try:
         yield
     finally:
-        _FULL[0] = False
+        _FULL.reset(token)
 
 
 class _Lazy(LazyValues):
@@ -118,7 +119,7 @@ class _Lazy(LazyValues):
 
     @property
     def tensor(self) -> onnx.TensorProto:  # what graphsurgeon's exporter writes
-        if _FULL[0]:
+        if _FULL.get():
             return numpy_helper.from_array(np.asarray(self.load()), self._stub.name)
         return self._stub
 
