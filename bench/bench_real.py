@@ -213,8 +213,10 @@ def mtcnn_rows(add, out: Path) -> None:
         return
     from PIL import Image
 
+    inputs = out / "inputs"  # apart from the outputs: explain never writes over an input
+    inputs.mkdir(exist_ok=True)
     for net, (h, w), output, flags in HEADS:
-        picture = out / f"face_{h}x{w}.png"
+        picture = inputs / f"face_{h}x{w}.png"
         Image.fromarray(face(2 * h, 2 * w, 3)).save(picture)
         seconds, peak, text = run(cli("explain", str(paths[net]), str(picture), "--output", output,
                                       "--size", f"{h}x{w}", "--scale", "1", "--mean", "127.5",
