@@ -15,6 +15,7 @@ exact sweep carries all K rows down once, so the bound is what it cannot beat.
     python bench/bench_real.py                 # the goals table (about 25 minutes on 2 cores)
     python bench/bench_real.py --memory        # also every method's peak memory on each model
     python bench/bench_real.py --quick         # defaults, check and load only (about 2 minutes)
+    python bench/bench_real.py --memory-only   # only the memory table
 """
 
 from __future__ import annotations
@@ -135,10 +136,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20, help="rows timed for the bound (× K/R)")
     parser.add_argument("--memory", action="store_true", help="every method's peak memory")
     parser.add_argument("--quick", action="store_true", help="defaults, check and load only")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory table")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     paths = {name: export(args.models, name) for name in MODELS}
     out = Path(tempfile.mkdtemp(prefix="bench-real-"))
+    if args.memory_only:
+        memory_table(paths, out)
+        return
     rows: list[tuple[str, str, str, str]] = []
 
     def add(measure: str, seconds: float | None, peak: float | None, note: str = "") -> None:
