@@ -208,7 +208,7 @@ def read_inputs(model, opts: dict, files: list[Path], skipped: list | None = Non
             if skipped is None or len(files) == 1:
                 raise
             skipped.append((path, str(err)))
-    if files and not samples:
+    if skipped and not samples:
         raise InputError(f"none of the {len(files)} inputs can be read; the first: {skipped[0][1]}")
     return pre, samples
 
