@@ -538,3 +538,6 @@ def test_evaluate_approximates_as_explain_does(monkeypatch, tmp_path):
         report = json.loads((out / "results.json").read_text())
         assert report["settings"]["params"].get("pathwise", {}).get("classes") == classes
         assert ("note: pathwise is approximated" in result.output) == (classes is not None)
+    (folder / "a.png").unlink()
+    none = CliRunner().invoke(main, ["explain", str(VGG), str(folder), "-o", str(tmp_path / "o3")])
+    assert none.exit_code == 2 and "none of the 2 inputs can be read" in none.output
