@@ -522,6 +522,9 @@ def test_a_folder_goes_on_past_bad_inputs(tmp_path):
     single = CliRunner().invoke(main, ["explain", str(VGG), str(folder / "c_bad.png"), "-o",
                                        str(tmp_path / "out2")])  # fmt: skip
     assert single.exit_code == 2 and not (tmp_path / "out2").exists()
+    (folder / "a.png").unlink()
+    none = CliRunner().invoke(main, ["explain", str(VGG), str(folder), "-o", str(tmp_path / "o3")])
+    assert none.exit_code == 2 and "none of the 2 inputs can be read" in none.output
 
 
 def test_evaluate_approximates_as_explain_does(monkeypatch, tmp_path):
@@ -538,6 +541,3 @@ def test_evaluate_approximates_as_explain_does(monkeypatch, tmp_path):
         report = json.loads((out / "results.json").read_text())
         assert report["settings"]["params"].get("pathwise", {}).get("classes") == classes
         assert ("note: pathwise is approximated" in result.output) == (classes is not None)
-    (folder / "a.png").unlink()
-    none = CliRunner().invoke(main, ["explain", str(VGG), str(folder), "-o", str(tmp_path / "o3")])
-    assert none.exit_code == 2 and "none of the 2 inputs can be read" in none.output
