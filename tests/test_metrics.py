@@ -259,3 +259,38 @@ def test_evaluate_metric_choice_and_bad_input(tmp_path):
         result = CliRunner().invoke(main, [*args[:3], "-o", str(tmp_path / "x"), *bad])
         assert result.exit_code == 2 and message in result.stderr, (bad, result.stderr)
         assert not (tmp_path / "x").exists()
+
+
+def test_a_large_cascade_is_loaded_one_model_at_a_time(monkeypatch):
+    """Above CASCADE_KEPT the MPRT cascade is not kept: each model is loaded when its turn
+    comes (the previous one freed), with the same randomized weights, so the same numbers."""
+    import gc
+    import importlib
+    import weakref
+
+    from pathonnx.images import Sample
+
+    E = importlib.import_module("pathonnx.evaluation.evaluate")  # the module, not the function
+
+    model = pathonnx.load(SAMPLES / "shapes_vgg.onnx", device="cpu")
+    x = np.random.default_rng(0).random(model.input_shape, np.float32)
+    items = [Sample(x, None, "array[0]")]
+    settings = E.Settings(mprt_layers=3)
+    kept = E.evaluate(model, items, ["saliency"], ["mprt"], settings)
+    alive = []
+    iterate = M.iter_cascade
+
+    def watched(*args, **kwargs):
+        for m in iterate(*args, **kwargs):
+            gc.collect()
+            alive.append(sum(r() is not None for r in refs))
+            refs.append(weakref.ref(m))
+            yield m
+
+    refs: list = []
+    monkeypatch.setattr(M, "iter_cascade", watched)
+    monkeypatch.setattr(E, "CASCADE_KEPT", 0)
+    lazy = E.evaluate(model, items, ["saliency"], ["mprt"], settings)
+    assert len(refs) == 3 and max(alive) <= 1  # at most the one before, not yet freed
+    key = "mprt_spearman_cascade"
+    assert lazy.records[0][key] == kept.records[0][key]

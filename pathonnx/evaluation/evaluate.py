@@ -208,6 +208,11 @@ def evaluate(
     return Results(ordered, list(methods), columns)
 
 
+#: Most bytes of weights (the model's, times the cascade's length) for which the MPRT cascade
+#: is kept in memory between batches and methods.
+CASCADE_KEPT = 1 << 30
+
+
 @dataclass
 class _Run:
     """What every batch of one :func:`evaluate` call shares."""
@@ -219,11 +224,17 @@ class _Run:
     names: list[str]
     _cascade: list | None = None
 
-    def cascade(self) -> list[Model]:
-        """The MPRT cascade of randomized models, made on first use."""
-        if self._cascade is None:
-            self._cascade = M.cascade_models(self.model, self.settings.seed,
-                                             self.settings.mprt_layers)  # fmt: skip
+    def cascade(self):
+        """The MPRT cascade of randomized models. Kept after first use when its weights are
+        small (below :data:`CASCADE_KEPT` bytes in all); otherwise loaded again each time,
+        one model at a time: a 54-layer cascade of ResNet-50 held at once took over 18 GB."""
+        if self._cascade is not None:
+            return self._cascade
+        seed, layers = self.settings.seed, self.settings.mprt_layers
+        count = M.cascade_size(self.model, layers)
+        if self.model.graph.weights.nbytes * count > CASCADE_KEPT:
+            return M.iter_cascade(self.model, seed, layers)
+        self._cascade = M.cascade_models(self.model, seed, layers)
         return self._cascade
 
     def measure(self, items: list[Sample], method: str, params: dict) -> list[dict]:

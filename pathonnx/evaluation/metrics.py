@@ -275,19 +275,28 @@ def similarity(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
 def cascade_models(model: Model, seed: int = 0, layers: int | None = None) -> list[Model]:
     """The model with its top 1, 2, ... weighted layers re-initialized (see
     :func:`pathonnx.graph.randomized`), loaded like the original (same input shape and device)."""
+    return list(iter_cascade(model, seed, layers))
+
+
+def cascade_size(model: Model, layers: int | None = None) -> int:
+    """How many models the MPRT cascade of ``model`` has."""
     count = len(model.graph.parametric_layers())
-    count = count if layers is None else min(int(layers), count)
-    models = [
-        load(model.graph.randomized(j, seed), model.input_shape, model.device, model.precision)
-        for j in range(1, count + 1)
-    ]
+    return count if layers is None else min(int(layers), count)
+
+
+def iter_cascade(model: Model, seed: int = 0, layers: int | None = None):
+    """:func:`cascade_models` one model at a time, each loaded when asked for: a caller that
+    keeps none holds one randomized model (its sessions and new weights) at a time."""
     readout = model.readout_of
-    if readout is None:
-        return models
-    # the same position or region of the dense output as the model under test
-    if readout.at is not None:
-        return [m.readout(at=readout.at) for m in models]
-    return [m.readout(mask=readout.weights) for m in models]
+    for j in range(1, cascade_size(model, layers) + 1):
+        m = load(model.graph.randomized(j, seed), model.input_shape, model.device,
+                 model.precision)  # fmt: skip
+        if readout is None:
+            yield m
+        elif readout.at is not None:  # the same position or region of the dense output
+            yield m.readout(at=readout.at)
+        else:
+            yield m.readout(mask=readout.weights)
 
 
 # -- pathways ----------------------------------------------------------------------------------
