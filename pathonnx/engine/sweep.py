@@ -207,8 +207,9 @@ class DeviceChoice:
             feeds["valid"] = np.ascontiguousarray(self.valid[:, lo : lo + rows])
         if not first:
             feeds.update(zip(("top0", "total0", "mine0"), self.state))
-        build = lambda: importance_graph(first, valid)  # noqa: E731
-        self.state = self.engine.run_small(("importance", first, valid), build, feeds, list(STATE))
+        build = lambda: importance_graph(first, valid, rows)  # noqa: E731
+        key = ("importance", first, valid, rows)
+        self.state = self.engine.run_small(key, build, feeds, list(STATE))
 
     def scores(self) -> np.ndarray:
         """The importance (N, units), as numpy."""
