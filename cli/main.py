@@ -13,6 +13,7 @@ import pathonnx
 from pathonnx.errors import InputError, PathonnxError
 from pathonnx.explanation import LABELS_KEY, model_labels
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
+from pathonnx.io import json_text
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
@@ -66,13 +67,7 @@ class Group(click.Group):
 
 
 def emit_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
+    click.echo(json_text(data))
 
 
 def common_model_options(func):
