@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -42,28 +43,53 @@ SHAPE = ShapeType()
 
 
 class Group(click.Group):
-    """Turns pathonnx errors into one line and their exit code (unless --debug): 2 for bad
-    usage or unreadable input, 1 for a model that is not explainable (docs/ARCHITECTURE.md)."""
+    """Turns every error into one line on stderr and its exit code (docs/ARCHITECTURE.md): 2
+    for bad usage or unreadable input, 1 for a model that is not explainable, 1 for an
+    internal error. With --debug the traceback comes first; the line and the code stay."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:  # bare `pathonnx`: the help, as click does
+            raise
+        except click.UsageError as err:  # the group's own options: pathonnx --nope
+            raise OneLineUsageError(err) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except PathonnxError as err:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(f"pathonnx: error: {err}", err=True)
-            ctx.exit(err.exit_code)
+        except click.UsageError as err:  # a command, its options and arguments
+            raise OneLineUsageError(err) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except PathonnxError as err:
+            _fail(ctx, f"pathonnx: error: {err}", err.exit_code)
         except Exception as err:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(
-                f"pathonnx: internal error: {type(err).__name__}: {err}; run with --debug for "
-                "the traceback, and please report it",
-                err=True,
-            )
-            ctx.exit(1)
+            _fail(ctx, f"pathonnx: internal error: {type(err).__name__}: {err}; run with "
+                       "--debug for the traceback, and please report it", 1)  # fmt: skip
+
+
+def _fail(ctx, line: str, code: int):
+    """Print ``line`` (one line; the traceback first with --debug) and exit with ``code``."""
+    if ctx.obj and ctx.obj.get("debug"):
+        traceback.print_exc(file=sys.stderr)
+    click.echo(" ".join(line.split("\n")), err=True)
+    ctx.exit(code)
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as one line, in click's words, with where to find help:
+    ``pathonnx: error: No such option '--foo'; see pathonnx explain --help`` (exit 2)."""
+
+    def __init__(self, err: click.UsageError):
+        super().__init__(err.format_message(), err.ctx)
+
+    def show(self, file=None):
+        # named pathonnx however it was started (python -m pathonnx_cli.main, a test runner)
+        names = self.ctx.command_path.split()[1:] if self.ctx is not None else []
+        where = " ".join(["pathonnx", *names])
+        problem = " ".join(self.format_message().split()).rstrip(".")
+        click.echo(f"pathonnx: error: {problem}; see {where} --help", err=True)
 
 
 def emit_json(data) -> None:
