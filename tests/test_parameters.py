@@ -397,6 +397,13 @@ def test_reports_are_strict_json_where_metrics_are_undefined(tmp_path):
     for path in (out / "cache").iterdir():
         strict_json(path.read_text())
     assert report["records"] and "nan" in (out / "results.csv").read_text()
+    # a cache record with a NaN token (as older versions wrote) is computed again
+    record = next((out / "cache").iterdir())
+    record.write_text(record.read_text().replace('"insertion": ', '"insertion": NaN, "x": '))
+    again = invoke("evaluate", VGG, EVAL, "--limit", "1", "--methods", "gradcam,saliency",
+                   "--mprt-layers", "2", "-o", out, "--json")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    strict_json(record.read_text())
     result = invoke("explain", VGG, IMAGE, "-o", tmp_path / "x", "--json", "--paths", "2")
     assert result.exit_code == 0, result.output
     strict_json(result.stdout)

@@ -191,6 +191,11 @@ def check_run(model: Model, methods: list[str], groups: list[str], settings: Set
     settings.check_model(model)
 
 
+def _refuse(token: str):
+    """For json.loads: NaN and Infinity are not JSON (older versions wrote them)."""
+    raise ValueError(f"{token} is not JSON")
+
+
 def _key(model_sha: str, item: Sample, method: str, settings: Settings, groups) -> str:
     blob = json.dumps(
         [model_sha, item.source, hashlib.sha256(item.x.tobytes()).hexdigest(), method,
@@ -237,12 +242,12 @@ def evaluate(
             path = files.get((i, method))
             if path is not None and path.exists():
                 try:
-                    records[i, method] = json.loads(path.read_text())
+                    records[i, method] = json.loads(path.read_text(), parse_constant=_refuse)
                     if progress:
                         progress(1)
                     continue
                 except ValueError:
-                    pass  # a torn file from an interrupted run: recompute it
+                    pass  # a torn file from an interrupted run, or NaN from an older one
             todo[method].append(i)
     step = max(1, settings.batch // 4)
     for method, indices in todo.items():
