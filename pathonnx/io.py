@@ -18,6 +18,7 @@ import math
 import os
 import stat
 import tempfile
+import tokenize
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -113,8 +114,12 @@ def check_outputs(paths, advice: str = CHOOSE_ANOTHER) -> None:
 def check_writable_folder(folder, what: str) -> None:
     """Make ``folder`` (and its parents) if missing and check that a file can be made in it;
     else raise :class:`InputError` naming ``what`` (e.g. "--out pathonnx-out")."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not existing.is_dir():
+        raise InputError(f"cannot write to {what}: {existing} is a file; choose a folder")
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
@@ -234,7 +239,7 @@ def _npy_header(handle: BinaryIO, available: int, name: str, what: str, kinds: s
         if read is None:
             raise ValueError(f"npy format version {version[0]}.{version[1]} is not supported")
         shape, _, dtype = read(handle)
-    except (ValueError, SyntaxError, TypeError, EOFError, OSError) as err:
+    except (ValueError, SyntaxError, TypeError, EOFError, OSError, tokenize.TokenError) as err:
         handle.seek(start)
         zipped = handle.read(4) == b"PK\x03\x04"
         hint = "it is a .npz archive; rename it .npz" if zipped else "save it with numpy.save"
