@@ -189,6 +189,7 @@ def open_input(path, what: str, limit: int | None, error=InputError, note: bool 
     except FileNotFoundError:
         raise error(f"{path}: no such file; check the path") from None
     except OSError as err:
+        note_input(path, what)  # unreadable, yet an input: no output may replace it
         raise error(f"{path}: cannot read {what} ({err.strerror or err})") from None
     status = os.fstat(fd)
     if note:
