@@ -144,10 +144,12 @@ def output_stems(sources: list[str]) -> list[str]:
     """The file name (no suffix) of each input's outputs: its own name, with "_" added where
     two inputs share one (the same name from two folders)."""
     stems: list[str] = []
+    taken: set[str] = set()
     for source in sources:
         stem = output_stem(source)
-        while stem in stems:
+        while stem in taken:
             stem += "_"
+        taken.add(stem)
         stems.append(stem)
     return stems
 
