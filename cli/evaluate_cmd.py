@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from pathonnx.errors import InputError
 from pathonnx.evaluation.evaluate import (
@@ -22,10 +21,13 @@ from pathonnx.evaluation.evaluate import (
 )
 from pathonnx.explanation import approximate, model_labels
 from pathonnx.images import collect
-from pathonnx.io import atomic_write_bytes
+from pathonnx.io import atomic_write_bytes, read_arrays
 from pathonnx.methods import METHODS
 
 from . import options
+
+#: The files `evaluate` writes in --out (and a cache folder).
+OUTPUTS = ("results.json", "results.csv", "results.md", "curves.png")
 
 
 def _names(text: str, known, what: str) -> list[str]:
@@ -44,11 +46,7 @@ def _masks(path: str | None, data: tuple[str, ...]) -> dict | None:
         if len(found) != 1:
             return None
         path = found[0]
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read the masks ({err}); give a .npz file") from None
+    return read_arrays(path, "the masks file")
 
 
 def evaluate_options(func):
@@ -104,7 +102,7 @@ def run_evaluate(model, data, **opts) -> None:
     labels = model_labels(loaded_model, opts["labels"])
     masks = _masks(opts["masks"], data)
     out = Path(opts["out"])
-    options.check_out_dir(out, [], files)
+    options.check_out_dir(out, [*OUTPUTS, "cache"])  # after every read
     settings = Settings(steps=opts["steps"], seed=opts["seed"], mprt_layers=opts["mprt_layers"],
                         batch=max(4, opts["batch"]), params=params)  # fmt: skip
     show = not opts["as_json"] and sys.stderr.isatty()

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 import pathonnx
-from pathonnx.errors import InputError, PathonnxError
+from pathonnx.errors import InputError, PathonnxError, one_line
 from pathonnx.explanation import LABELS_KEY, model_labels
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
+from pathonnx.io import command_inputs
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
-from .options import methods_epilog, output_options, parse_size, precision
+from .options import check_out_file, methods_epilog, output_options, parse_size, precision
 from .render import check_text, inspect_text, report_text
 
 
@@ -58,8 +58,8 @@ class Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(
-                f"pathonnx: internal error: {type(err).__name__}: {err}; run with --debug for "
-                "the traceback, and please report it",
+                f"pathonnx: internal error: {type(err).__name__}: {one_line(err)}; run with "
+                "--debug for the traceback, and please report it",
                 err=True,
             )
             ctx.exit(1)
@@ -126,6 +126,7 @@ def main(ctx, debug):
       pathonnx rewrite model.onnx -o model.canonical.onnx
     """
     ctx.obj = {"debug": debug}
+    ctx.with_resource(command_inputs())  # what the command reads, no output may replace
 
 
 @main.command(epilog=methods_epilog())
@@ -303,20 +304,14 @@ def rewrite(model, out, input_shape, device, tf32, force, set_preprocess, set_la
       pathonnx rewrite model.onnx -o model.canonical.onnx
       pathonnx rewrite model.onnx -o ready.onnx --set-preprocess imagenet --set-labels classes.txt
     """
-    source, target = Path(model), Path(out)
-    if target.exists() and source.exists() and os.path.samefile(source, target):
-        raise InputError(f"{out} is the input model; choose another output path")
-    if target.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it, or choose another path")
-    if target.exists() and target.is_dir():
-        raise InputError(f"{out} is a folder; give a file path")
     loaded = pathonnx.load(model, input_shape, device, precision(tf32))
     metadata = {}
     if set_preprocess is not None:
         metadata[METADATA_KEY] = preprocess_entry(loaded, set_preprocess)
     if set_labels is not None:
         metadata[LABELS_KEY] = json.dumps(model_labels(loaded, set_labels))
-    loaded.save(target, metadata)
+    check_out_file(Path(out), force)  # after every read: no input may be replaced
+    loaded.save(Path(out), metadata)
     if as_json:
         emit_json({"model": model, "output": out, "passes": [r.to_dict() for r in loaded.reports]})
     else:
