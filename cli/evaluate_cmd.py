@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from pathonnx.errors import InputError
 from pathonnx.evaluation.evaluate import (
@@ -23,10 +22,13 @@ from pathonnx.evaluation.evaluate import (
 )
 from pathonnx.explanation import approximate, model_labels
 from pathonnx.images import collect
-from pathonnx.io import atomic_write_bytes, json_text
+from pathonnx.io import atomic_write_bytes, json_text, read_arrays
 from pathonnx.methods import METHODS
 
 from . import options
+
+#: The files `evaluate` writes in --out (and a cache folder).
+OUTPUTS = ("results.json", "results.csv", "results.md", "curves.png")
 
 
 def _names(text: str, known, what: str) -> list[str]:
@@ -45,11 +47,7 @@ def _masks(path: str | None, data: tuple[str, ...]) -> dict | None:
         if len(found) != 1:
             return None
         path = found[0]
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read the masks ({err}); give a .npz file") from None
+    return read_arrays(path, "the masks file")
 
 
 def evaluate_options(func):
@@ -101,7 +99,7 @@ def run_evaluate(model, data, **opts) -> None:
     labels = model_labels(loaded_model, opts["labels"])
     masks = _masks(opts["masks"], data)
     out = Path(opts["out"])
-    options.check_out_dir(out, [], files)
+    options.check_out_dir(out, [*OUTPUTS, "cache"])  # after every read
     show = not opts["as_json"] and sys.stderr.isatty()
     total = len(loaded) * len(methods)
     bar = click.progressbar(length=total, label="evaluating", file=sys.stderr)

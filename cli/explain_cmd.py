@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 import pathonnx
-from pathonnx.errors import InputError
-from pathonnx.explanation import Request, explain_samples
+from pathonnx.errors import InputError, one_line
+from pathonnx.explanation import Request, explain_samples, output_stem
 from pathonnx.images import collect
-from pathonnx.io import atomic_write_bytes, json_text
+from pathonnx.io import atomic_write_bytes, json_text, read_text
 from pathonnx.methods import METHODS
 from pathonnx.pictures import index_html, share_text
 from pathonnx.progress import reporting
@@ -39,9 +39,10 @@ def default_sample(model: str | None) -> tuple[str, list[str], str]:
     """(model, images, note) for the shipped samples: the default pair with no MODEL, or the
     first shipped image of a shipped MODEL given without images."""
     try:
-        index = json.loads((SAMPLES / "index.json").read_text())
-        images = json.loads((SAMPLES / "images" / "index.json").read_text())["images"]
-    except (OSError, ValueError, KeyError):
+        index = json.loads(read_text(SAMPLES / "index.json", "the samples' index"))
+        images = json.loads(read_text(SAMPLES / "images" / "index.json", "the images' index"))
+        images = images["images"]
+    except (InputError, ValueError, KeyError):
         raise InputError(
             "no MODEL/IMAGE given and the shipped samples are not here (install pathonnx from "
             "its repository with pip install -e .); give a model and an image"
@@ -88,9 +89,11 @@ def run_explain(model, images, **opts) -> None:
     request = Request.make(loaded_model, method, opts["target"], opts["paths"],
                            {name: params[name] for name in compare}, pre, opts["labels"],
                            params[method], opts["exact"])  # fmt: skip
-    check_out_dir(out, [item.source for item in loaded], files)
+    stems = output_stems([item.source for item in loaded])
+    names = [stem + suffix for stem in stems for suffix in (".png", ".json", ".npz")]
+    check_out_dir(out, names + (["index.html"] if len(loaded) > 1 else []))  # after every read
     for note in notes + list(request.notes):
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {one_line(note)}", err=True)
     batch = opts["batch"]
     chunks = [loaded[i : i + batch] for i in range(0, len(loaded), batch)]
     show = len(loaded) > 1 and not opts["as_json"] and sys.stderr.isatty()
@@ -115,12 +118,8 @@ def run_explain(model, images, **opts) -> None:
                 results += work(chunk)
                 if show:
                     bar.update(len(chunk))
-    names, rows = set(), []
-    for expl in results:
-        stem = expl.stem
-        while stem in names:  # the same name from two folders
-            stem += "_"
-        names.add(stem)
+    rows = []
+    for expl, stem in zip(results, output_stems([expl.source for expl in results])):
         written = expl.save(out, stem)
         rows.append(_row(expl, written[0].name))
         if not opts["as_json"]:
@@ -134,11 +133,25 @@ def run_explain(model, images, **opts) -> None:
         click.echo(json_text(data[0] if len(data) == 1 else data))
     if skipped:
         for path, message in skipped:
-            shown = message if str(path) in message else f"{path}: {message}"
-            click.echo(f"skipped: {shown}", err=True)
+            shown = message if one_line(path) in message else f"{path}: {message}"
+            click.echo(f"skipped: {one_line(shown)}", err=True)
         click.echo(f"error: {len(skipped)} of {len(files)} inputs could not be read (listed "
                    "above); the others were explained", err=True)  # fmt: skip
         sys.exit(2)
+
+
+def output_stems(sources: list[str]) -> list[str]:
+    """The file name (no suffix) of each input's outputs: its own name, with "_" added where
+    two inputs share one (the same name from two folders)."""
+    stems: list[str] = []
+    taken: set[str] = set()
+    for source in sources:
+        stem = output_stem(source)
+        while stem in taken:
+            stem += "_"
+        taken.add(stem)
+        stems.append(stem)
+    return stems
 
 
 def _row(expl, png: str) -> dict:

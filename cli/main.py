@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -11,14 +10,14 @@ from pathlib import Path
 import click
 
 import pathonnx
-from pathonnx.errors import InputError, PathonnxError
+from pathonnx.errors import InputError, PathonnxError, one_line
 from pathonnx.explanation import LABELS_KEY, model_labels
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
-from pathonnx.io import json_text
+from pathonnx.io import command_inputs, json_text
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
-from .options import methods_epilog, output_options, parse_size, precision
+from .options import check_out_file, methods_epilog, output_options, parse_size, precision
 from .render import check_text, inspect_text, report_text
 
 
@@ -65,7 +64,7 @@ class Group(click.Group):
         except PathonnxError as err:
             _fail(ctx, f"pathonnx: error: {err}", err.exit_code)
         except Exception as err:
-            _fail(ctx, f"pathonnx: internal error: {type(err).__name__}: {err}; run with "
+            _fail(ctx, f"pathonnx: internal error: {type(err).__name__}: {one_line(err)}; run with "
                        "--debug for the traceback, and please report it", 1)  # fmt: skip
 
 
@@ -73,7 +72,7 @@ def _fail(ctx, line: str, code: int):
     """Print ``line`` (one line; the traceback first with --debug) and exit with ``code``."""
     if ctx.obj and ctx.obj.get("debug"):
         traceback.print_exc(file=sys.stderr)
-    click.echo(" ".join(line.split("\n")), err=True)
+    click.echo(one_line(line), err=True)
     ctx.exit(code)
 
 
@@ -88,7 +87,7 @@ class OneLineUsageError(click.UsageError):
         # named pathonnx however it was started (python -m pathonnx_cli.main, a test runner)
         names = self.ctx.command_path.split()[1:] if self.ctx is not None else []
         where = " ".join(["pathonnx", *names])
-        problem = " ".join(self.format_message().split()).rstrip(".")
+        problem = one_line(self.format_message().strip()).rstrip(".")
         click.echo(f"pathonnx: error: {problem}; see {where} --help", err=True)
 
 
@@ -147,6 +146,7 @@ def main(ctx, debug):
       pathonnx rewrite model.onnx -o model.canonical.onnx
     """
     ctx.obj = {"debug": debug}
+    ctx.with_resource(command_inputs())  # what the command reads, no output may replace
 
 
 @main.command(epilog=methods_epilog())
@@ -324,20 +324,14 @@ def rewrite(model, out, input_shape, device, tf32, force, set_preprocess, set_la
       pathonnx rewrite model.onnx -o model.canonical.onnx
       pathonnx rewrite model.onnx -o ready.onnx --set-preprocess imagenet --set-labels classes.txt
     """
-    source, target = Path(model), Path(out)
-    if target.exists() and source.exists() and os.path.samefile(source, target):
-        raise InputError(f"{out} is the input model; choose another output path")
-    if target.exists() and not force:
-        raise InputError(f"{out} exists; pass --force to replace it, or choose another path")
-    if target.exists() and target.is_dir():
-        raise InputError(f"{out} is a folder; give a file path")
     loaded = pathonnx.load(model, input_shape, device, precision(tf32))
     metadata = {}
     if set_preprocess is not None:
         metadata[METADATA_KEY] = preprocess_entry(loaded, set_preprocess)
     if set_labels is not None:
         metadata[LABELS_KEY] = json.dumps(model_labels(loaded, set_labels))
-    loaded.save(target, metadata)
+    check_out_file(Path(out), force)  # after every read: no input may be replaced
+    loaded.save(Path(out), metadata)
     if as_json:
         emit_json({"model": model, "output": out, "passes": [r.to_dict() for r in loaded.reports]})
     else:

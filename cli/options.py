@@ -8,15 +8,15 @@ several run. `explain`, which runs one method, also has a flag per parameter (``
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
 
 import pathonnx
 from pathonnx.errors import InputError
-from pathonnx.explanation import image_preprocess, output_stem, target_model
+from pathonnx.explanation import image_preprocess, target_model
 from pathonnx.images import PRESETS, load_inputs
+from pathonnx.io import check_outputs, check_writable_folder
 from pathonnx.methods import METHODS
 
 #: The click dest of a method parameter's flag, apart from the command's own options.
@@ -242,24 +242,22 @@ def read_inputs(model, opts: dict, files: list[Path], skipped: list | None = Non
     return pre, samples
 
 
-def check_out_dir(out: Path, sources: list[str], files: list[Path]) -> None:
-    """--out must be a writable folder (made if missing) where no output replaces an input."""
+def check_out_dir(out: Path, names: list[str]) -> None:
+    """--out must be a writable folder (made if missing) where none of the files ``names`` it
+    will hold replaces a file the command reads (its model, labels, masks, inputs)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
-    inputs = {f.resolve() for f in files}
-    for source in sources:
-        stem = output_stem(source)
-        for suffix in (".png", ".json", ".npz", ".html"):
-            target = (out / (stem + suffix)).resolve()
-            if target in inputs:
-                raise InputError(
-                    f"--out {out} would overwrite the input {target.name}; choose another folder"
-                )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise InputError(
-            f"cannot write to --out {out} ({err.strerror or err}); choose a writable folder"
-        ) from None
+    check_outputs([out / name for name in names], "choose another --out folder (no flag "
+                  "replaces an input)")  # fmt: skip
+    check_writable_folder(out, f"--out {out}")
+
+
+def check_out_file(path: Path, force: bool) -> None:
+    """-o must be a file path in a writable folder that replaces no file the command reads,
+    and an existing file only with --force."""
+    check_outputs([path], "choose another -o path (no flag, not even --force, replaces an input)")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file path")
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; pass --force to replace it, or choose another path")
+    check_writable_folder(path.parent, f"-o {path}")

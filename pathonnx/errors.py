@@ -6,11 +6,25 @@ not explainable.
 
 from __future__ import annotations
 
+import unicodedata
+
+
+def one_line(text) -> str:
+    """``text`` on one line: control characters and line breaks (say, a newline in a file or
+    label name) written as escapes, as ``repr`` writes them."""
+    return "".join(
+        repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(text)
+    )
+
 
 class PathonnxError(Exception):
-    """Base class. The message is one line: what is wrong, and what to do."""
+    """Base class. The message is one line: what is wrong, and what to do (control characters
+    in it, from file or label names, are escaped)."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class ModelLoadError(PathonnxError):

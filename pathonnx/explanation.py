@@ -20,7 +20,7 @@ import numpy as np
 from .engine import Model, as_batch, load, softmax
 from .errors import InputError
 from .images import Preprocess, Sample, load_inputs, read_mask, resolve_preprocess
-from .io import atomic_write_bytes, json_text
+from .io import atomic_write_bytes, json_text, read_text
 from .methods import METHODS, Pathway, method_params
 from .pictures import compose, figure
 
@@ -219,10 +219,7 @@ def model_labels(model: Model, labels=None) -> list[str]:
     model's ``pathonnx.labels`` metadata, else the indices."""
     if isinstance(labels, (str, Path)):
         path = Path(labels)
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"{path}: cannot read the labels file ({err})") from None
+        text = read_text(path, "the labels file")
         try:
             labels = json.loads(text)
         except ValueError:

@@ -21,6 +21,7 @@ white). ``.npy`` files hold arrays already in the model's input space: one sampl
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,10 +29,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .io import MAX_ARRAY_BYTES, MAX_MASK_BYTES, open_input, read_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METADATA_KEY = "pathonnx.preprocess"
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights of R, G, B in grey
+#: Most pixels (width × height, as decoded) of an image: about 12,000 × 12,000.
+MAX_IMAGE_PIXELS = 150_000_000
+#: An image much larger than the size it is resized to is decoded reduced by an integer factor
+#: first (Pillow's ``draft`` for JPEG, ``reduce`` otherwise: box averages), to no less than
+#: this many times that size, as Pillow's ``reducing_gap``; the resize does the rest.
+REDUCING_GAP = 3
 
 PRESETS = {
     "imagenet": {
@@ -216,39 +224,79 @@ class Sample:
     source: str
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to float32 (H, W, C) in 0..255, C = 1 (grey) or 3 (RGB)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.float64)
-                top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
-                return (array * (255.0 / top)).astype(np.float32)[..., None]
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-                rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
-                alpha = rgba[..., 3:] / 255.0
-                rgb = rgba[..., :3] * alpha + 255.0 * (1 - alpha)  # over white
-                return rgb if mode not in ("LA",) else rgb[..., :1]
-            if mode in ("L", "1"):
-                return np.asarray(img.convert("L"), dtype=np.float32)[..., None]
-            if mode == "F":
-                return np.asarray(img, dtype=np.float32)[..., None]
-            return np.asarray(img.convert("RGB"), dtype=np.float32)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise InputError(
-            f"{path}: cannot decode the image ({err}); give a PNG, JPEG, BMP or TIFF file"
-        ) from None
+def read_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to float32 (H, W, C) in 0..255, C = 1 (grey) or 3 (RGB).
+
+    ``size`` (H, W) is the size the image will be resized to: a larger image is decoded
+    reduced to no less than :data:`REDUCING_GAP` times it. Images over
+    :data:`MAX_IMAGE_PIXELS` are refused."""
+    with open_input(path, "the image", None) as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's warnings: a bomb is refused below, EXIF moot
+        try:
+            with Image.open(handle) as img:
+                if size is not None:  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+                    img.draft(None, (REDUCING_GAP * size[1], REDUCING_GAP * size[0]))
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"{img.width}x{img.height} pixels")
+                img.load()
+                pixels = _pixels(img, size)
+        except Image.DecompressionBombError as err:
+            raise InputError(
+                f"{path}: the image is too large to decode ({err}); give one of at most "
+                f"{MAX_IMAGE_PIXELS:,} pixels"
+            ) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+            why = "not a format Pillow reads" if isinstance(err, UnidentifiedImageError) else err
+            raise InputError(
+                f"{path}: cannot decode the image ({why}); give a PNG, JPEG, BMP or TIFF file"
+            ) from None
+    if pixels.size == 0 or not np.isfinite(pixels).all():
+        raise InputError(f"{path}: the image is empty or holds NaN or infinite values")
+    return pixels
 
 
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read the .npy {what} ({err})") from None
+def _pixels(img: Image.Image, size: tuple[int, int] | None) -> np.ndarray:
+    """The decoded image (reduced towards ``size``) as float32 (H, W, C) in 0..255; the
+    file's own mode decides the value range and the channels."""
+    mode = img.mode
+    img = _reduced(img, size)
+    with np.errstate(all="ignore"):
+        if mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(img, dtype=np.float64)
+            top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+            return (array * (255.0 / top)).astype(np.float32)[..., None]
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+            rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+            alpha = rgba[..., 3:] / 255.0
+            rgb = rgba[..., :3] * alpha + 255.0 * (1 - alpha)  # over white
+            return rgb if mode not in ("LA",) else rgb[..., :1]
+        if mode in ("L", "1"):
+            return np.asarray(img.convert("L"), dtype=np.float32)[..., None]
+        if mode == "F":
+            return np.asarray(img, dtype=np.float32)[..., None]
+        return np.asarray(img.convert("RGB"), dtype=np.float32)
+
+
+def _reduced(img: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """``img`` box-averaged by the largest integer factor that keeps it at least
+    :data:`REDUCING_GAP` times ``size`` (H, W) on both axes (as Pillow's ``reducing_gap``);
+    unchanged when that factor is below 2. Palette and bilevel images become RGB(A) or grey
+    first, 16-bit ones 32-bit: averaging needs values, not palette indices."""
+    if size is None:
+        return img
+    factor = min(img.height // (REDUCING_GAP * size[0]), img.width // (REDUCING_GAP * size[1]))
+    if factor < 2:
+        return img
+    if img.mode in ("P", "PA"):
+        alpha = img.mode == "PA" or "transparency" in img.info
+        img = img.convert("RGBA" if alpha else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    elif img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        img = img.convert("RGB")
+    return img.reduce(factor)
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -256,10 +304,7 @@ def read_mask(path: Path) -> np.ndarray:
     weigh the positions), or an image whose non-zero pixels (any channel) mark the region."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        array = _load_npy(path, "mask")
-        if array.dtype.kind not in "biuf":
-            raise InputError(f"{path}: the mask must hold booleans or numbers")
-        return array
+        return read_array(path, "the target mask", MAX_MASK_BYTES)
     return read_image(path).max(axis=-1) > 0
 
 
@@ -343,7 +388,7 @@ def load_inputs(
     """One file -> its inputs: one per image, one per sample of a .npy array."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        array = _load_npy(path, "array")
+        array = read_array(path, "the input array", MAX_ARRAY_BYTES)
         if tuple(array.shape) == tuple(input_shape):
             array = array[None]
         if array.ndim != len(input_shape) + 1 or tuple(array.shape[1:]) != tuple(input_shape):
@@ -351,9 +396,13 @@ def load_inputs(
                 f"{path}: the array has shape {array.shape}; the model takes "
                 f"({', '.join(map(str, input_shape))}) or a batch of them"
             )
-        if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
-            raise InputError(f"{path}: the array must hold finite numbers")
-        array = np.asarray(array, np.float32)
+        if len(array) == 0:
+            raise InputError(f"{path}: the array holds no samples (shape {array.shape}); give "
+                             "at least one")  # fmt: skip
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused
+            array = np.asarray(array, np.float32) if array.dtype.kind in "fiu" else array
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise InputError(f"{path}: the array must hold finite numbers (within float32's range)")
         name = str(path)
         return [
             Sample(array[i], _array_picture(array[i], input_shape), f"{name}[{i}]")
@@ -363,7 +412,7 @@ def load_inputs(
         ]
     if pre is None:
         raise InputError(f"{path}: the model does not take images; pass .npy arrays")
-    pixels = read_image(path)
+    pixels = read_image(path, None if pre.resize == "none" else pre.size)
     if grey_ok:
         pixels = grey_to_rgb(pixels) if pre.channels == 3 else pixels
     return [image_to_input(pixels, pre, path)]
@@ -375,7 +424,7 @@ def _array_picture(x: np.ndarray, input_shape) -> np.ndarray | None:
         layout, _, _ = _layout_of(tuple(input_shape))
     except InputError:
         return None
-    hwc = x.transpose(1, 2, 0) if layout == "NCHW" else x
+    hwc = (x.transpose(1, 2, 0) if layout == "NCHW" else x).astype(np.float64)  # no overflow
     lo, hi = float(hwc.min()), float(hwc.max())
     scaled = (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)
     return grey_to_rgb(np.round(scaled * 255).astype(np.uint8))

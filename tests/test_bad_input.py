@@ -224,7 +224,7 @@ def test_rewrite_refuses_to_overwrite_its_input(tmp_path):
     before = snapshot(tmp_path)
     runner = CliRunner()
     result = runner.invoke(main, ["rewrite", str(path), "-o", str(path), "--force"])
-    assert result.exit_code == 2 and "is the input model" in result.stderr
+    assert result.exit_code == 2 and "(the input model)" in result.stderr
     link = tmp_path / "link.onnx"
     os.symlink(path, link)
     result = runner.invoke(main, ["rewrite", str(path), "-o", str(link), "--force"])

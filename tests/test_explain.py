@@ -352,7 +352,8 @@ def test_output_never_replaces_an_input(tmp_path):
     before = snapshot(tmp_path)
     result = CliRunner().invoke(main, ["explain", str(VGG), str(tmp_path / "x.png"), "-o",
                                        str(tmp_path)])  # fmt: skip
-    assert result.exit_code == 2 and "would overwrite the input x.png" in result.stderr
+    assert result.exit_code == 2 and "would overwrite the input" in result.stderr
+    assert "x.png (the image)" in result.stderr
     assert snapshot(tmp_path) == before
 
 

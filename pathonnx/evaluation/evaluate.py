@@ -20,7 +20,7 @@ from PIL import Image
 from ..engine import Model
 from ..errors import InputError
 from ..images import Sample
-from ..io import atomic_write_bytes, json_text
+from ..io import atomic_write_bytes, json_text, read_text
 from ..methods import METHODS, method_params
 from ..methods.registry import INTEGER, Param, at_least
 from . import metrics as M
@@ -206,6 +206,20 @@ def _key(model_sha: str, item: Sample, method: str, settings: Settings, groups) 
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def _cached(path: Path, item: Sample, method: str) -> dict | None:
+    """The cache record of ``item`` and ``method`` in ``path``, or None where it is torn,
+    unreadable, not theirs or holds NaN (an interrupted run, a damaged file, an older
+    version): then it is recomputed.
+    The cache is the run's own output, not an input: it may be written again."""
+    try:
+        text = read_text(path, "a cache record", note=False)
+        record = json.loads(text, parse_constant=_refuse)  # NaN: written by an older version
+    except (ValueError, InputError):
+        return None
+    ours = isinstance(record, dict) and record.get("input") == item.source
+    return record if ours and record.get("method") == method else None
+
+
 def evaluate(
     model: Model,
     loaded: list[Sample],
@@ -241,13 +255,12 @@ def evaluate(
                 files[i, method] = cache / f"{_key(sha, item, method, settings, groups)}.json"
             path = files.get((i, method))
             if path is not None and path.exists():
-                try:
-                    records[i, method] = json.loads(path.read_text(), parse_constant=_refuse)
+                record = _cached(path, item, method)
+                if record is not None:
+                    records[i, method] = record
                     if progress:
                         progress(1)
                     continue
-                except ValueError:
-                    pass  # a torn file from an interrupted run, or NaN from an older one
             todo[method].append(i)
     step = max(1, settings.batch // 4)
     for method, indices in todo.items():

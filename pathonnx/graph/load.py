@@ -18,6 +18,7 @@ from onnx import external_data_helper, helper, shape_inference, version_converte
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..images import image_layout
+from ..io import note_input, read_bytes
 from .screen import refusal_error, screen
 from .weights import Weights
 
@@ -74,7 +75,7 @@ def read_model(
         raise ModelLoadError(f"{path}: no such file; check the path")
     if not path.is_file():
         raise ModelLoadError(f"{path}: not a file; pass the .onnx file itself")
-    data = path.read_bytes()
+    data = read_bytes(path, "the input model", None, ModelLoadError)
     if not data:
         raise ModelLoadError(f"{path}: the file is empty; re-export the model")
     proto = _parse(data, str(path))
@@ -120,6 +121,7 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
                 f"{path}: external data file {location!r} for tensor {tensor.name!r} is missing; "
                 "copy it beside the model"
             )
+        note_input(target, "an external-data file of the input model")
     try:
         external_data_helper.load_external_data_for_model(proto, str(folder))
     except Exception as err:
