@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -12,7 +11,9 @@ import click
 from pathonnx.errors import InputError
 from pathonnx.evaluation.evaluate import (
     GROUPS,
+    SETTINGS,
     Settings,
+    check_run,
     csv_text,
     curves_png,
     evaluate,
@@ -21,7 +22,7 @@ from pathonnx.evaluation.evaluate import (
 )
 from pathonnx.explanation import approximate, model_labels
 from pathonnx.images import collect
-from pathonnx.io import atomic_write_bytes, read_arrays
+from pathonnx.io import atomic_write_bytes, json_text, read_arrays
 from pathonnx.methods import METHODS
 
 from . import options
@@ -57,19 +58,14 @@ def evaluate_options(func):
         click.option("--metrics", default=",".join(GROUPS), show_default=True,
                      help="Comma-separated: " + ", ".join(GROUPS) + "."),
         *options.output_options(dense=True),
-        click.option("--limit", type=int, help="Evaluate only the first N inputs."),
-        click.option("--steps", type=int, help="Insertion/deletion steps (default √(H·W))."),
-        click.option("--mprt-layers", type=int,
-                     help="MPRT: randomize only the top N weighted layers (default all)."),
+        click.option("--limit", type=click.IntRange(min=1),
+                     help="Evaluate only the first N inputs."),
+        *options.declared_options(SETTINGS),
         click.option("--masks", type=click.Path(dir_okay=False),
                      help="Object masks (.npz, <stem>__obj<k> and <stem>__classes); default "
                           "DATA/masks.npz."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of the MPRT re-initialization."),
         click.option("-o", "--out", default="pathonnx-eval", show_default=True,
                      help="Folder for results.json, results.csv, curves.png and the cache."),
-        click.option("--batch", type=int, default=64, show_default=True,
-                     help="Inputs per onnxruntime call in the metrics."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         click.option("--exact", is_flag=True,
                      help="Exact pathwise over all K classes even where it takes minutes "
@@ -82,18 +78,19 @@ def evaluate_options(func):
 def run_evaluate(model, data, **opts) -> None:
     methods = _names(opts["methods"], METHODS, "methods")
     groups = _names(opts["metrics"], GROUPS, "metrics")
+    declared = options.declared_values(SETTINGS, opts)
     one = methods[0] if len(methods) == 1 else None
     chosen = options.method_params(opts, methods, primary=one)
     files = collect(list(data))
     if opts["limit"] is not None:
-        if opts["limit"] < 1:
-            raise InputError(f"--limit {opts['limit']} must be a positive number")
         files = files[: opts["limit"]]
     loaded_model = options.load_model(model, opts)
     notes = [] if opts["exact"] else [
         note for m in methods if (note := approximate(loaded_model, m, chosen.setdefault(m, {})))
     ]  # fmt: skip
     params = {m: p for m, p in chosen.items() if p}
+    settings = Settings(**{**declared, "batch": max(4, declared["batch"])}, params=params)
+    check_run(loaded_model, methods, groups, settings)  # before reading inputs or writing
     pre, loaded = options.read_inputs(loaded_model, opts, files)
     for note in notes + list(pre.notes if pre is not None else ()):
         click.echo(f"note: {note}", err=True)
@@ -103,8 +100,6 @@ def run_evaluate(model, data, **opts) -> None:
     masks = _masks(opts["masks"], data)
     out = Path(opts["out"])
     options.check_out_dir(out, [*OUTPUTS, "cache"])  # after every read
-    settings = Settings(steps=opts["steps"], seed=opts["seed"], mprt_layers=opts["mprt_layers"],
-                        batch=max(4, opts["batch"]), params=params)  # fmt: skip
     show = not opts["as_json"] and sys.stderr.isatty()
     total = len(loaded) * len(methods)
     bar = click.progressbar(length=total, label="evaluating", file=sys.stderr)
@@ -117,20 +112,20 @@ def run_evaluate(model, data, **opts) -> None:
         "output": loaded_model.describe_output(), "inputs": len(loaded),
         "device": loaded_model.device, "precision": loaded_model.precision,
         "methods": methods, "metrics": results.columns, "settings": {
-            "steps": opts["steps"], "seed": opts["seed"], "mprt_layers": opts["mprt_layers"],
+            **{name: declared[name] for name in ("steps", "seed", "mprt_layers")},
             "params": params, "preprocess": None if pre is None else pre.to_dict(),
             "masks": masks is not None,
         },
         "summary": summary, "best": results.winners(), "records": results.records,
     }  # fmt: skip
-    atomic_write_bytes(out / "results.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(out / "results.json", json_text(report, indent=1).encode())
     atomic_write_bytes(out / "results.csv", csv_text(results).encode())
     atomic_write_bytes(out / "results.md", (table_markdown(results) + "\n").encode())
     png = curves_png(results)
     if png is not None:
         atomic_write_bytes(out / "curves.png", png)
     if opts["as_json"]:
-        click.echo(json.dumps({k: v for k, v in report.items() if k != "records"}, indent=2))
+        click.echo(json_text({k: v for k, v in report.items() if k != "records"}))
         return
     click.echo(f"{len(loaded)} inputs × {len(methods)} methods, mean ± 95% CI; * best")
     click.echo(table_text(results))

@@ -15,7 +15,7 @@ import pathonnx
 from pathonnx.errors import InputError, one_line
 from pathonnx.explanation import Request, explain_samples, output_stem
 from pathonnx.images import collect
-from pathonnx.io import atomic_write_bytes, read_text
+from pathonnx.io import atomic_write_bytes, json_text, read_text
 from pathonnx.methods import METHODS
 from pathonnx.pictures import index_html, share_text
 from pathonnx.progress import reporting
@@ -94,7 +94,7 @@ def run_explain(model, images, **opts) -> None:
     check_out_dir(out, names + (["index.html"] if len(loaded) > 1 else []))  # after every read
     for note in notes + list(request.notes):
         click.echo(f"note: {one_line(note)}", err=True)
-    batch = max(1, opts["batch"])
+    batch = opts["batch"]
     chunks = [loaded[i : i + batch] for i in range(0, len(loaded), batch)]
     show = len(loaded) > 1 and not opts["as_json"] and sys.stderr.isatty()
 
@@ -130,7 +130,7 @@ def run_explain(model, images, **opts) -> None:
             click.echo(f"{len(results)} explanations; overview: {out / 'index.html'}")
     if opts["as_json"]:
         data = [json.loads(e.to_json()) for e in results]
-        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+        click.echo(json_text(data[0] if len(data) == 1 else data))
     if skipped:
         for path, message in skipped:
             shown = message if one_line(path) in message else f"{path}: {message}"
@@ -193,7 +193,7 @@ def explain_options(func):
     own = [
         click.option("--method", type=click.Choice(sorted(METHODS)), default="pathwise",
                      show_default=True, help="Attribution or pathway method (see below)."),
-        click.option("--paths", type=int,
+        click.option("--paths", type=click.IntRange(min=1),
                      help="Also decompose the pathway into M paths (pathwise)."),
         click.option("--target", help="Class to explain: index or label (default: predicted)."),
         *output_options(dense=True),
@@ -205,9 +205,9 @@ def explain_options(func):
                      help="Exact pathwise over all K classes even where it takes minutes "
                           "(by default a large model with many classes runs --classes 20)."),
         *preprocess_options(),
-        click.option("--batch", type=int, default=16, show_default=True,
+        click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Inputs per onnxruntime call."),
-        click.option("--workers", type=int, default=1, show_default=True,
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Batches explained in parallel (threads)."),
     ]  # fmt: skip
     return apply_options(func, with_method_options(own))

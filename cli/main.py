@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ import pathonnx
 from pathonnx.errors import InputError, PathonnxError, one_line
 from pathonnx.explanation import LABELS_KEY, model_labels
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
-from pathonnx.io import command_inputs
+from pathonnx.io import command_inputs, json_text
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
@@ -41,38 +42,57 @@ SHAPE = ShapeType()
 
 
 class Group(click.Group):
-    """Turns pathonnx errors into one line and their exit code (unless --debug): 2 for bad
-    usage or unreadable input, 1 for a model that is not explainable (docs/ARCHITECTURE.md)."""
+    """Turns every error into one line on stderr and its exit code (docs/ARCHITECTURE.md): 2
+    for bad usage or unreadable input, 1 for a model that is not explainable, 1 for an
+    internal error. With --debug the traceback comes first; the line and the code stay."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:  # bare `pathonnx`: the help, as click does
+            raise
+        except click.UsageError as err:  # the group's own options: pathonnx --nope
+            raise OneLineUsageError(err) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except PathonnxError as err:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(f"pathonnx: error: {err}", err=True)
-            ctx.exit(err.exit_code)
+        except click.UsageError as err:  # a command, its options and arguments
+            raise OneLineUsageError(err) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except PathonnxError as err:
+            _fail(ctx, f"pathonnx: error: {err}", err.exit_code)
         except Exception as err:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(
-                f"pathonnx: internal error: {type(err).__name__}: {one_line(err)}; run with "
-                "--debug for the traceback, and please report it",
-                err=True,
-            )
-            ctx.exit(1)
+            _fail(ctx, f"pathonnx: internal error: {type(err).__name__}: {one_line(err)}; run with "
+                       "--debug for the traceback, and please report it", 1)  # fmt: skip
+
+
+def _fail(ctx, line: str, code: int):
+    """Print ``line`` (one line; the traceback first with --debug) and exit with ``code``."""
+    if ctx.obj and ctx.obj.get("debug"):
+        traceback.print_exc(file=sys.stderr)
+    click.echo(one_line(line), err=True)
+    ctx.exit(code)
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as one line, in click's words, with where to find help:
+    ``pathonnx: error: No such option '--foo'; see pathonnx explain --help`` (exit 2)."""
+
+    def __init__(self, err: click.UsageError):
+        super().__init__(err.format_message(), err.ctx)
+
+    def show(self, file=None):
+        # named pathonnx however it was started (python -m pathonnx_cli.main, a test runner)
+        names = self.ctx.command_path.split()[1:] if self.ctx is not None else []
+        where = " ".join(["pathonnx", *names])
+        problem = one_line(self.format_message().strip()).rstrip(".")
+        click.echo(f"pathonnx: error: {problem}; see {where} --help", err=True)
 
 
 def emit_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
+    click.echo(json_text(data))
 
 
 def common_model_options(func):

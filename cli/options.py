@@ -85,7 +85,7 @@ def with_method_options(options: list, flags: bool = True) -> list:
             continue
         helps: dict[str, list[str]] = {}
         for method, param in owners:
-            helps.setdefault(param.help, []).append(method)
+            helps.setdefault(_help(param), []).append(method)
         text = "; ".join(f"{', '.join(ms)}: {h}" for h, ms in helps.items())
         extra.append(click.option(f"--{name.replace('_', '-')}", PREFIX + name,
                                   metavar=owners[0][1].kind.metavar, help=text + "."))  # fmt: skip
@@ -97,11 +97,39 @@ def with_method_options(options: list, flags: bool = True) -> list:
     return [*options, *extra]
 
 
+def _help(param) -> str:
+    """A registry parameter's help text, with its range where it has one."""
+    return param.help if param.range is None else f"{param.help}, {param.range}"
+
+
+def declared_options(params) -> list:
+    """One option per declared parameter (a registry :class:`~pathonnx.methods.Param`), read
+    as text and converted by :func:`declared_values`; its help shows the range and default."""
+    options = []
+    for param in params:
+        default = "" if param.default is None else f"  [default: {param.default}]"
+        text = _help(param)
+        options.append(click.option(f"--{param.name.replace('_', '-')}", param.name,
+                                    metavar=param.kind.metavar,
+                                    help=text[0].upper() + text[1:] + "." + default))  # fmt: skip
+    return options
+
+
+def declared_values(params, opts: dict) -> dict:
+    """The values of :func:`declared_options` checked by their declarations (InputError
+    naming the flag); the default where one was not given."""
+    return {
+        p.name: p.default if opts[p.name] is None
+        else p.from_text(opts[p.name], f"--{p.name.replace('_', '-')} {opts[p.name]!r}")
+        for p in params
+    }  # fmt: skip
+
+
 def methods_epilog() -> str:
     """The registry's methods, their summaries and parameters, for --help."""
     lines = ["\b", "Methods (-p METHOD.NAME=VALUE, defaults in brackets):"]
     for method in METHODS.values():
-        params = ", ".join(f"{p.name} [{p.default}]" for p in method.params) or "no parameters"
+        params = ", ".join(p.describe() for p in method.params) or "no parameters"
         lines.append(f"  {method.name:<21}{method.summary}")
         lines.append(f"  {'':<21}{params}")
     return "\n".join(lines)
@@ -131,7 +159,8 @@ def method_params(opts: dict, methods: list[str], primary: str | None = None) ->
                 f"e.g. -p {takes[0]}.{name}={text}"
             )
         param = next((p for p in METHODS[target].params if p.name == name), None)
-        out[target][name] = text if param is None else param.from_text(text, flag)
+        shown = f"{flag}={text}" if flag.startswith("-p") else f"{flag} {text!r}"
+        out[target][name] = text if param is None else param.from_text(text, shown)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,11 @@ class SelfCheck:
     passed: bool
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As a dict for reports; a number the model made NaN or infinite (e.g. NaN weights)
+        reads null, as strict JSON requires (the check has failed then: ``passed`` is False)."""
+        out = asdict(self)
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in out.items()}  # fmt: skip
 
 
 def self_check(model: Model, batch: int = 2, seed: int = 0) -> SelfCheck:

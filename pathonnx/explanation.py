@@ -20,7 +20,7 @@ import numpy as np
 from .engine import Model, as_batch, load, softmax
 from .errors import InputError
 from .images import Preprocess, Sample, load_inputs, read_mask, resolve_preprocess
-from .io import atomic_write_bytes, read_text
+from .io import atomic_write_bytes, json_text, read_text
 from .methods import METHODS, Pathway, method_params
 from .pictures import compose, figure
 
@@ -37,8 +37,9 @@ AUTO_CLASSES = 20
 #: What ``path_logit`` and ``logit_share`` are, in every report that shows them.
 PATH_LOGIT_MEANS = (
     "path_logit = W^p·x + b^p, the pathway's own linear model at x (units outside the pathway "
-    "removed); logit_share = path_logit / logit. It can exceed 1 or be negative: the pathway "
-    "drops units, and dropping units whose contributions are negative leaves more than the logit"
+    "removed); logit_share = path_logit / logit (null where the logit is 0). It can exceed 1 "
+    "or be negative: the pathway drops units, and dropping units whose contributions are "
+    "negative leaves more than the logit"
 )
 
 
@@ -62,7 +63,7 @@ class PathSummary:
             "wx": self.wx,
             "bias": self.bias,
             "path_logit": self.wx + self.bias,
-            "logit_share": self.logit_share,
+            "logit_share": self.logit_share if np.isfinite(self.logit_share) else None,
             "path_logit_means": PATH_LOGIT_MEANS,
             "units_kept": self.units_kept,
             "units_kept_total": int(sum(self.units_kept.values())),
@@ -173,7 +174,7 @@ class Explanation:
         }  # fmt: skip
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_plain)
+        return json_text(self.to_dict())
 
     def picture(self):
         """The explanation as a PIL image (what ``save`` writes as PNG)."""
@@ -188,6 +189,7 @@ class Explanation:
         (the attribution arrays) into ``folder``, each atomically. Returns the paths. ``stem``
         defaults to the input's file name."""
         folder, stem = Path(folder), stem or self.stem
+        report = self.to_json().encode()  # first: a report JSON cannot hold writes nothing
         png = io.BytesIO()
         self.picture().save(png, format="PNG")
         arrays = io.BytesIO()
@@ -198,7 +200,7 @@ class Explanation:
         )  # fmt: skip
         return [
             atomic_write_bytes(folder / f"{stem}.png", png.getvalue()),
-            atomic_write_bytes(folder / f"{stem}.json", self.to_json().encode()),
+            atomic_write_bytes(folder / f"{stem}.json", report),
             atomic_write_bytes(folder / f"{stem}.npz", arrays.getvalue()),
         ]
 
@@ -210,14 +212,6 @@ def output_stem(source: str) -> str:
     if "[" in source:
         name += "_" + source.rsplit("[", 1)[1].rstrip("]")
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 def model_labels(model: Model, labels=None) -> list[str]:
@@ -286,9 +280,10 @@ class Request:
         approximate with the top :data:`AUTO_CLASSES` logits when the exact sweep would cost
         more than :data:`EXACT_MACS` (a note says so)."""
         target_model(model)  # a dense output needs a position or region first
-        params = method_params(method, dict(params or {}))
+        params = method_params(method, dict(params or {}), model)
         given = compare if isinstance(compare, dict) else dict.fromkeys(compare, {})
-        compare = {n: method_params(n, dict(p or {})) for n, p in given.items() if n != method}
+        compare = {n: method_params(n, dict(p or {}), model) for n, p in given.items()
+                   if n != method}  # fmt: skip
         notes = [] if exact else [
             note for name, chosen in ((method, params), *compare.items())
             if (note := approximate(model, name, chosen))

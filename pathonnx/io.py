@@ -1,4 +1,5 @@
-"""Safe files: bounded reads of regular files, and atomic writes that never replace an input.
+"""Safe files: bounded reads of regular files, atomic writes that never replace an input, and
+strict JSON.
 
 Every file pathonnx reads goes through :func:`open_input` (or :func:`read_bytes`,
 :func:`read_text`, :func:`read_array`, :func:`read_arrays`): it must be a regular file (a FIFO
@@ -14,6 +15,7 @@ the paths a command is about to write.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import stat
@@ -298,3 +300,43 @@ def read_arrays(path, what: str, limit: int = MAX_MASK_BYTES) -> dict[str, np.nd
             raise InputError(
                 f"{path}: cannot read {what} ({err}); give a .npz file (numpy.savez)"
             ) from None
+
+
+def json_text(data, indent: int | None = 2) -> str:
+    """``data`` as strict JSON (RFC 8259), the one way pathonnx writes JSON: numpy values
+    become plain numbers and lists. JSON has no NaN or infinity: where ``data`` holds one, this
+    raises InputError naming where, instead of writing a ``NaN`` token no strict parser reads.
+    (Values a report leaves undefined, e.g. a correlation of a constant map, are None: null.)"""
+    try:
+        return json.dumps(data, indent=indent, default=_plain, allow_nan=False)
+    except ValueError:
+        where, value = _non_finite(data) or ("an unknown place", "a non-finite number")
+        raise InputError(
+            f"the result has {value} at {where}, which JSON cannot hold: the model or its input "
+            "gives non-finite numbers (pathonnx check MODEL tests the model)"
+        ) from None
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _non_finite(data, where: str = "") -> tuple[str, str] | None:
+    """(where, value) of the first NaN or infinity in ``data``, ``where`` written like
+    ``summary.pathwise.insertion.mean`` or ``records[3].curve[7]``; None if there is none."""
+    if isinstance(data, dict):
+        children = ((f"{where}.{k}" if where else str(k), v) for k, v in data.items())
+    elif isinstance(data, (list, tuple)):
+        children = ((f"{where}[{i}]", v) for i, v in enumerate(data))
+    elif isinstance(data, (float, np.floating)):
+        return None if math.isfinite(data) else (where or "the top", str(data))
+    elif isinstance(data, np.ndarray) and data.dtype.kind == "f" and not np.isfinite(data).all():
+        index = [int(i) for i in np.argwhere(~np.isfinite(data))[0]]
+        return f"{where}{index}", str(data[tuple(index)])
+    else:
+        return None
+    return next((found for path, v in children if (found := _non_finite(v, path))), None)

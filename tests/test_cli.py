@@ -125,7 +125,11 @@ def test_debug_shows_the_traceback(tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x00\x01garbage")
     result = invoke("--debug", "inspect", broken)
-    assert isinstance(result.exception, pathonnx.ModelLoadError)
+    # the traceback, then the same one line and exit code as without --debug
+    assert "Traceback" in result.stderr and "pathonnx.errors.ModelLoadError" in result.stderr
+    plain = invoke("inspect", broken)
+    assert result.exit_code == plain.exit_code == 2
+    assert result.stderr.splitlines()[-1] == plain.stderr.strip()
 
 
 def test_console_script_runs(model_path):

@@ -20,8 +20,9 @@ from PIL import Image
 from ..engine import Model
 from ..errors import InputError
 from ..images import Sample
-from ..io import atomic_write_bytes, read_text
+from ..io import atomic_write_bytes, json_text, read_text
 from ..methods import METHODS, method_params
+from ..methods.registry import INTEGER, Param, at_least
 from . import metrics as M
 
 #: Metric name -> (what it reports, whether higher is better).
@@ -50,9 +51,33 @@ GROUPS = {  # what --metrics names, and the table columns each gives
 }
 
 
+def _within_pixels(model: Model, steps: int) -> str | None:
+    """Why ``steps`` insertion/deletion steps do not fit ``model``'s images (None if they do):
+    more steps than pixels would only repeat points of the curve."""
+    shape = (1, *model.input_shape)
+    if len(shape) != 4:
+        return None  # not images: the pixel metrics refuse the inputs themselves
+    _, h, w, _ = M._spatial(np.broadcast_to(np.float32(0), shape))
+    return None if steps <= h * w else f"must be <= {h * w}, the pixels of an input (H·W)"
+
+
+#: The run's own settings, declared like method parameters (kind, range, limits that depend
+#: on the model): :class:`Settings` checks them, and `pathonnx evaluate`'s --steps,
+#: --mprt-layers, --seed and --batch come from them.
+SETTINGS = (
+    Param("steps", None, INTEGER, "insertion/deletion steps (default √(H·W))", at_least(1),
+          fits=_within_pixels),
+    Param("mprt_layers", None, INTEGER,
+          "MPRT: randomize only the top N weighted layers (default all)", at_least(1)),
+    Param("seed", 0, INTEGER, "seed of the MPRT re-initialization", at_least(0)),
+    Param("batch", 64, INTEGER, "inputs per onnxruntime call in the metrics", at_least(1)),
+)  # fmt: skip
+
+
 @dataclass
 class Settings:
-    """What a run measures; part of every cache key."""
+    """What a run measures; part of every cache key. The values of :data:`SETTINGS` are
+    checked when it is made (InputError)."""
 
     steps: int | None = None
     fractions: tuple[float, ...] = M.FRACTIONS
@@ -60,6 +85,15 @@ class Settings:
     mprt_layers: int | None = None
     batch: int = 64
     params: dict = field(default_factory=dict)  # per method
+
+    def __post_init__(self):
+        for param in SETTINGS:
+            setattr(self, param.name, param.check(getattr(self, param.name)))
+
+    def check_model(self, model: Model) -> None:
+        """Raise InputError where a setting does not fit ``model``."""
+        for param in SETTINGS:
+            param.check_model(model, getattr(self, param.name))
 
 
 @dataclass
@@ -77,11 +111,7 @@ class Results:
             out[method] = {}
             for column in self.columns:
                 values = np.array([r.get(column, np.nan) for r in rows], np.float64)
-                values = values[np.isfinite(values)]
-                n = len(values)
-                mean = float(values.mean()) if n else float("nan")
-                half = float(1.96 * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-                out[method][column] = {"mean": mean, "ci95": half, "n": n}
+                out[method][column] = _mean_ci(values[np.isfinite(values)])
         return out
 
     def curves(self, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -101,10 +131,25 @@ class Results:
             higher = METRICS[column][1]
             signed = column == "mprt_spearman"  # a signed correlation: best near 0
             scored = [(abs(s[column]["mean"]) if signed else s[column]["mean"], m)
-                      for m, s in summary.items() if np.isfinite(s[column]["mean"])]  # fmt: skip
+                      for m, s in summary.items() if s[column]["mean"] is not None]  # fmt: skip
             if scored:
                 best[column] = (max if higher else min)(scored)[1]
         return best
+
+
+def _mean_ci(values: np.ndarray) -> dict:
+    """The mean, the 95 % CI half-width ``1.96 · s / √n`` and n of ``values``; a mean of no
+    values and a CI of fewer than two are undefined: None (null in reports)."""
+    n = len(values)
+    mean = float(values.mean()) if n else None
+    half = float(1.96 * values.std(ddof=1) / np.sqrt(n)) if n > 1 else None
+    return {"mean": mean, "ci95": half, "n": n}
+
+
+def _defined(value: float) -> float | None:
+    """``value``, or None where a metric is undefined (NaN): the Spearman correlation or SSIM
+    of a constant map, a pointing game without an object. Reports hold null, never NaN."""
+    return float(value) if np.isfinite(value) else None
 
 
 def columns_for(groups: list[str], methods: list[str], has_masks: bool) -> list[str]:
@@ -135,6 +180,22 @@ def target_masks(masks: dict, stem: str, label: str, shape: tuple[int, int]) -> 
     return out
 
 
+def check_run(model: Model, methods: list[str], groups: list[str], settings: Settings) -> None:
+    """What :func:`evaluate` checks before it measures anything: the metric ``groups``, each
+    method's parameters (``settings.params``) and the settings, against ``model``."""
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise InputError(f"unknown metric(s) {', '.join(sorted(unknown))}; use {', '.join(GROUPS)}")
+    for method in methods:
+        method_params(method, settings.params.get(method, {}), model)
+    settings.check_model(model)
+
+
+def _refuse(token: str):
+    """For json.loads: NaN and Infinity are not JSON (older versions wrote them)."""
+    raise ValueError(f"{token} is not JSON")
+
+
 def _key(model_sha: str, item: Sample, method: str, settings: Settings, groups) -> str:
     blob = json.dumps(
         [model_sha, item.source, hashlib.sha256(item.x.tobytes()).hexdigest(), method,
@@ -147,10 +208,12 @@ def _key(model_sha: str, item: Sample, method: str, settings: Settings, groups) 
 
 def _cached(path: Path, item: Sample, method: str) -> dict | None:
     """The cache record of ``item`` and ``method`` in ``path``, or None where it is torn,
-    unreadable or not theirs (an interrupted run, a damaged file): then it is recomputed.
+    unreadable, not theirs or holds NaN (an interrupted run, a damaged file, an older
+    version): then it is recomputed.
     The cache is the run's own output, not an input: it may be written again."""
     try:
-        record = json.loads(read_text(path, "a cache record", note=False))
+        text = read_text(path, "a cache record", note=False)
+        record = json.loads(text, parse_constant=_refuse)  # NaN: written by an older version
     except (ValueError, InputError):
         return None
     ours = isinstance(record, dict) and record.get("input") == item.source
@@ -176,11 +239,7 @@ def evaluate(
     """
     settings = settings or Settings()
     groups = list(GROUPS) if groups is None else list(groups)
-    unknown = set(groups) - set(GROUPS)
-    if unknown:
-        raise InputError(f"unknown metric(s) {', '.join(sorted(unknown))}; use {', '.join(GROUPS)}")
-    for method in methods:
-        method_params(method, settings.params.get(method, {}))
+    check_run(model, methods, groups, settings)
     if not loaded:
         raise InputError("no inputs to evaluate")
     model.require_position()
@@ -212,7 +271,7 @@ def evaluate(
             for i, record in zip(chunk, found):
                 records[i, method] = record
                 if cache is not None:
-                    atomic_write_bytes(files[i, method], json.dumps(record).encode())
+                    atomic_write_bytes(files[i, method], json_text(record, None).encode())
             if progress:
                 progress(len(chunk))
     ordered = [records[i, m] for i in range(len(loaded)) for m in methods]
@@ -285,9 +344,10 @@ class _Run:
                     sims[i].append(M.similarity(attribution[i], again[i]))
             for r, layer_sims in zip(out, sims):
                 for key in ("spearman", "spearman_abs", "ssim"):
-                    series = [s[key] for s in layer_sims]
-                    r[f"mprt_{key}"] = float(np.nanmean(series)) if series else float("nan")
-                    r[f"mprt_{key}_cascade"] = series
+                    series = np.array([s[key] for s in layer_sims], np.float64)
+                    found = series[np.isfinite(series)]
+                    r[f"mprt_{key}"] = float(found.mean()) if len(found) else None
+                    r[f"mprt_{key}_cascade"] = [_defined(s) for s in series]
         if masks and ("pointing" in groups or "energy" in groups):
             _, h, w, _ = M._spatial(x)
             stems = [Path(item.source.split("[")[0]).stem for item in items]
@@ -295,10 +355,10 @@ class _Run:
                                      for s, r in zip(stems, out)])  # fmt: skip
             if "pointing" in groups:
                 for r, v in zip(out, M.pointing_game(attribution, object_masks)):
-                    r["pointing"] = float(v)
+                    r["pointing"] = _defined(v)
             if "energy" in groups:
                 for r, v in zip(out, M.energy_pointing(attribution, object_masks)):
-                    r["energy"] = float(v)
+                    r["energy"] = _defined(v)
         if pathway is not None and "pathway" in groups:
             conf = M.pathway_confidence(model, x, pathway.masks, target)
             for r, p, c in zip(out, conf["pathway"], conf["change"]):
@@ -314,8 +374,8 @@ def _heading(column: str) -> str:
 
 def _cell(s: dict) -> str:
     """A summary entry as ``mean ± ci95`` (3 decimals; n/a when there is no mean)."""
-    text = "n/a" if not np.isfinite(s["mean"]) else f"{s['mean']:.3f}"
-    return text + (f" ± {s['ci95']:.3f}" if np.isfinite(s["ci95"]) else "")
+    text = "n/a" if s["mean"] is None else f"{s['mean']:.3f}"
+    return text + (f" ± {s['ci95']:.3f}" if s["ci95"] is not None else "")
 
 
 def table_text(results: Results) -> str:
@@ -351,9 +411,16 @@ def csv_text(results: Results) -> str:
     lines = ["method,metric,mean,ci95,n,higher_is_better"]
     for method, row in results.summary().items():
         for column, s in row.items():
-            lines.append(f"{method},{column},{s['mean']:.6g},{s['ci95']:.6g},{s['n']},"
+            mean, ci95 = (_csv_number(s[k]) for k in ("mean", "ci95"))
+            lines.append(f"{method},{column},{mean},{ci95},{s['n']},"
                          f"{str(METRICS[column][1]).lower()}")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _csv_number(value: float | None) -> str:
+    """A summary number for CSV: 6 significant digits, ``nan`` where it is undefined (as
+    before; pandas and spreadsheets read it as missing)."""
+    return "nan" if value is None else f"{value:.6g}"
 
 
 def curves_png(results: Results) -> bytes | None:
@@ -374,7 +441,8 @@ def curves_png(results: Results) -> bytes | None:
     summary = results.summary()
     for ax, (name, curves) in zip(axes[0], panels):
         for method, (f, s) in curves.items():
-            ax.plot(f, s, label=f"{method} (AUC {summary[method][name]['mean']:.3f})")
+            auc = _cell({**summary[method][name], "ci95": None})
+            ax.plot(f, s, label=f"{method} (AUC {auc})")
         ax.set_xlabel("fraction of pixels " + ("inserted" if name == "insertion" else "deleted"))
         ax.set_ylabel("probability of the target")
         ax.set_title(f"{name} ({'higher' if name == 'insertion' else 'lower'} is better)")

@@ -15,7 +15,7 @@ from ..engine import device_value, gate_cotangents
 from ..errors import InputError
 from ..graph.choice import gradcam_graph
 from ..ops import DECONVNET, GRADIENT, GUIDED, Backward
-from .registry import BATCH, INTEGER, NUMBER, SEED, TEXT, Param, register
+from .registry import BATCH, INTEGER, NUMBER, SEED, TEXT, Param, Range, at_least, register
 
 
 def _gradients(model, x: np.ndarray, target: np.ndarray, backward: Backward = GRADIENT):
@@ -24,13 +24,23 @@ def _gradients(model, x: np.ndarray, target: np.ndarray, backward: Backward = GR
     return model.engine.linearize_at(x, target, backward=backward).W
 
 
-def _batched(model, points: np.ndarray, target: np.ndarray, batch: int) -> np.ndarray:
-    """Gradients at many points (P, *input_shape) with their targets, ``batch`` at a time."""
-    out = [
-        _gradients(model, points[i : i + batch], target[i : i + batch])
-        for i in range(0, len(points), batch)
-    ]
-    return np.concatenate(out)
+def _column(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``values`` (R,) shaped to scale R samples shaped like x's (R, 1, 1, ...)."""
+    return values.reshape(-1, *[1] * (x.ndim - 1))
+
+
+def _weighted_gradients(model, x, target, copies, weights, batch: int) -> np.ndarray:
+    """``Σ_j weights[j] · ∂logit[target]/∂x`` at copy j of the batch ``x`` (N, *input_shape).
+    Row ``r = j·N + i`` of the points is copy j of sample i; ``copies(rows)`` makes the rows
+    asked for (an index array, always in increasing order). Rows are made ``batch`` at a
+    time, so memory holds one onnxruntime call's points, never all of them."""
+    n, count = len(x), len(weights) * len(x)
+    total = np.zeros(x.shape, np.float64)
+    for lo in range(0, count, batch):
+        rows = np.arange(lo, min(lo + batch, count))
+        grads = _gradients(model, copies(rows), target[rows % n])
+        np.add.at(total, rows % n, _column(weights[rows // n], x) * grads)
+    return total.astype(np.float32)
 
 
 def _one_pass(name: str, backward: Backward, times_input: bool, summary: str) -> None:
@@ -54,28 +64,37 @@ _one_pass("deconvnet", DECONVNET, False,
           "DeconvNet: ReLU backward g·[g>0] (Zeiler & Fergus 2014).")  # fmt: skip
 
 
-@register("integrated_gradients", Param("steps", 50, INTEGER, "integration steps"), BATCH)
+# Gauss–Legendre nodes come from an eigenproblem of size steps² (numpy's leggauss): past a
+# thousand it costs more than the gradients, and adds nothing to a 50-node integral's accuracy.
+@register("integrated_gradients", Param("steps", 50, INTEGER, "integration steps",
+                                        Range(1, 1000)), BATCH)  # fmt: skip
 def integrated_gradients(model, x, target, steps, batch):
     """Integrated gradients from a zero baseline, Gauss–Legendre nodes (Captum's default)."""
     nodes, weights = np.polynomial.legendre.leggauss(int(steps))
     alphas, weights = 0.5 * (nodes + 1), 0.5 * weights
-    points = (alphas[:, None, None] * x.reshape(1, len(x), -1)).astype(np.float32)
-    points = points.reshape(-1, *x.shape[1:])
-    grads = _batched(model, points, np.tile(target, len(alphas)), batch)
-    grads = grads.reshape(len(alphas), *x.shape)
-    return x * np.tensordot(weights, grads, axes=1).astype(np.float32)
+    n = len(x)
+
+    def copies(rows):
+        return (_column(alphas[rows // n], x) * x[rows % n]).astype(np.float32)
+
+    return x * _weighted_gradients(model, x, target, copies, weights, int(batch))
 
 
 @register(
-    "smoothgrad", Param("samples", 25, INTEGER, "noisy copies"),
-    Param("stdev", 0.15, NUMBER, "standard deviation of the noise"), SEED, BATCH,
+    "smoothgrad", Param("samples", 25, INTEGER, "noisy copies", Range(1, 10_000)),
+    Param("stdev", 0.15, NUMBER, "standard deviation of the noise", at_least(0)), SEED, BATCH,
 )  # fmt: skip
 def smoothgrad(model, x, target, samples, stdev, seed, batch):
     """SmoothGrad: the mean gradient over noisy copies, noise N(0, stdev²) (Smilkov et al. 2017)."""
     rng = np.random.default_rng(seed)
-    noisy = (x[None] + rng.normal(0, stdev, (int(samples), *x.shape))).astype(np.float32)
-    grads = _batched(model, noisy.reshape(-1, *x.shape[1:]), np.tile(target, int(samples)), batch)
-    return grads.reshape(int(samples), *x.shape).mean(axis=0)
+    n = len(x)
+
+    def copies(rows):  # drawn in row order: the same noise as one draw of (samples, *x.shape)
+        noise = rng.normal(0, stdev, (len(rows), *x.shape[1:]))
+        return (x[rows % n] + noise).astype(np.float32)
+
+    weights = np.full(int(samples), 1.0 / int(samples))
+    return _weighted_gradients(model, x, target, copies, weights, int(batch))
 
 
 def last_spatial_gate(model):
@@ -97,15 +116,32 @@ def gradcam_map(model, x, target, gate=None) -> np.ndarray:
     return model.engine.dev.host(cam)
 
 
-@register("gradcam", Param("gate", None, TEXT, "the gate's tensor name (default the last "
-                                                 "spatial gate)"))  # fmt: skip
+def _spatial_gate(model, name: str) -> str | None:
+    """Why ``name`` is not a gate Grad-CAM can use in ``model`` (None if it is): it must be a
+    gate with spatial axes. Names the last few such gates, and how to list them all."""
+    spatial = [g.name for g in model.gates if len(g.shape) >= 3]
+    if name in spatial:
+        return None
+    known = any(g.name == name for g in model.gates)
+    what = "has no spatial axes" if known else "is not a gate of the model"
+    if not spatial:
+        return f"{what}, and the model has no gate with spatial axes for Grad-CAM"
+    last = ", ".join(repr(s) for s in spatial[-3:])
+    more = f" (pathonnx inspect MODEL lists all {len(spatial)})" if len(spatial) > 3 else ""
+    return f"{what}; Grad-CAM takes a spatial gate, e.g. {last}{more}"
+
+
+GATE = Param("gate", None, TEXT, "the gate's tensor name (default the last spatial gate)",
+             fits=_spatial_gate)  # fmt: skip
+
+
+@register("gradcam", GATE)
 def gradcam(model, x, target, gate):
     """Grad-CAM at the last spatial gate, upsampled (nearest) to the input, on every channel."""
     chosen = None
     if gate is not None:
-        chosen = next((g for g in model.gates if g.name == gate), None)
-        if chosen is None:
-            raise InputError(f"gate {gate!r} is not a gate of the model; see pathonnx inspect")
+        GATE.check_model(model, gate)
+        chosen = next(g for g in model.gates if g.name == gate)
     cam = gradcam_map(model, x, target, chosen)
     size = x.shape[2:]
     index = [

@@ -18,7 +18,7 @@ from ..engine import gate_cotangents, network_top, one_hot
 from ..graph.choice import accumulate_graph, intgrad_score_graph, repeat_graph
 from ..progress import step
 from .pathway import Pathway, network_wide_start, pathway_from_counts
-from .registry import INTEGER, SPARSITY, Param, family, register
+from .registry import INTEGER, SPARSITY, Param, Range, family, method_params, register
 
 
 def critical_pathway(
@@ -34,7 +34,8 @@ def critical_pathway(
     """
     entry = family("critical", method)
     given = {"sparsity": sparsity, "steps": steps}
-    return entry.fn(model, x, target, **{k: v for k, v in given.items() if k in entry.defaults})
+    params = {k: v for k, v in given.items() if k in entry.defaults}
+    return entry.fn(model, x, target, **method_params(method, params, model))
 
 
 def _keep_top(model, fwd, target, method: str, sparsity: float, **scored) -> Pathway:
@@ -49,16 +50,16 @@ def _keep_top(model, fwd, target, method: str, sparsity: float, **scored) -> Pat
 @register("mct", SPARSITY, attribution="gradient", family="critical")
 def mct(model, x, target, sparsity):
     """NeuronMCT critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
-    fwd, target = network_wide_start(model, x, target, sparsity)
+    fwd, target = network_wide_start(model, x, target)
     grads = gate_cotangents(model, fwd, target, keep=True)
     return _keep_top(model, fwd, target, "mct", sparsity, cotangents=grads)
 
 
-@register("intgrad", SPARSITY, Param("steps", 50, INTEGER, "integration steps"),
+@register("intgrad", SPARSITY, Param("steps", 50, INTEGER, "integration steps", Range(1, 10_000)),
           attribution="gradient", family="critical")  # fmt: skip
 def intgrad(model, x, target, sparsity, steps):
     """NeuronIntGrad critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
-    fwd, target = network_wide_start(model, x, target, sparsity)
+    fwd, target = network_wide_start(model, x, target)
     scores = _intgrad_scores(model, fwd.x, target, int(steps), batch=16)
     return _keep_top(model, fwd, target, "intgrad", sparsity, scores=scores)
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine import Linear
-from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,9 @@ class Pathway:
         return Pathway(masks, self.target[rows], pick, self.method, self.params, stats)
 
 
-def network_wide_start(model, x, target, sparsity: float):
-    """Checks shared by the network-wide pathway methods; returns the forward pass at x and
-    the targets (default: the prediction)."""
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise InputError(f"sparsity {sparsity} must be in [0, 1)")
+def network_wide_start(model, x, target):
+    """The forward pass at x and the targets (default: the prediction) of the network-wide
+    pathway methods."""
     fwd = model.forward(x)
     return fwd, fwd.targets(target)
 

@@ -31,16 +31,35 @@ from ..engine import (
 from ..errors import InputError
 from ..progress import step
 from .pathway import Pathway
-from .registry import INTEGER, NUMBER, WIDTH, Param, max_units, register
+from .registry import (
+    INTEGER,
+    NUMBER,
+    WIDTH,
+    Param,
+    Range,
+    at_least,
+    max_units,
+    method_params,
+    register,
+)
 from .selection import select_sparse
 
-DEPTH = Param("depth", None, INTEGER, "gates from the top to select in (default all)")
+
+def _within_gates(model, depth: int) -> str | None:
+    """Why ``depth`` does not fit ``model`` (None if it does)."""
+    count = len(model.gates)
+    return None if depth <= count else f"must be <= {count}, the model's number of gates"
+
+
+DEPTH = Param("depth", None, INTEGER, "gates from the top to select in (default all)",
+              at_least(1), fits=_within_gates)  # fmt: skip
 WIDTH_ = Param("width", None, WIDTH, "max units per gate, a count or a share (5%)")
-ALPHA = Param("alpha", None, NUMBER, "importance threshold (default 1/K)")
+# imp is a softmax probability: alpha above 1 keeps no unit, below 0 every one
+ALPHA = Param("alpha", None, NUMBER, "importance threshold (default 1/K)", Range(0, 1))
 CLASSES = Param(
     "classes", None, INTEGER,
     "softmax over the top N logits + the target, not all K (an approximation; faster for "
-    "many classes)",
+    "many classes)", at_least(1),
 )  # fmt: skip
 
 
@@ -67,8 +86,11 @@ def pathwise(
     Dropping classes only shrinks the softmax's denominator, so with one same ``alpha`` the
     approximation keeps the exact selection's units and possibly more.
     """
+    given = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}
+    p = method_params("pathwise", given, model)
     fwd = model.forward(x)
-    return _sweep(model, fwd, fwd.targets(target), depth, width, alpha, classes=classes)
+    return _sweep(model, fwd, fwd.targets(target), p["depth"], p["width"], p["alpha"],
+                  classes=p["classes"])  # fmt: skip
 
 
 def decompose(
@@ -85,6 +107,8 @@ def decompose(
     m-th largest contribution ``h·∂logit[target]/∂h``, and Algorithm 1 continues below it. Their
     attribution maps show the input's distinct components. Returns one Pathway per path; its
     ``stats["seed_unit"]`` is the seed's flat index in the top gate."""
+    given = {"depth": depth, "width": width, "alpha": alpha, "classes": classes}
+    p = method_params("pathwise", given, model)
     fwd = model.forward(x)
     n = len(fwd.x)
     target = fwd.targets(target)
@@ -100,8 +124,8 @@ def decompose(
     forced = np.zeros((n * m, top.units), bool)
     forced[np.arange(n * m), seeds.reshape(-1)] = True
     forced = (forced.reshape(-1, *top.shape), (h_at.reshape(-1) <= 0).astype(np.int64))
-    pathway = _sweep(model, many, np.repeat(target, m), depth, width, alpha, forced=forced,
-                     classes=classes)  # fmt: skip
+    pathway = _sweep(model, many, np.repeat(target, m), p["depth"], p["width"], p["alpha"],
+                     forced=forced, classes=p["classes"])  # fmt: skip
     pathway.stats["seed_unit"] = seeds.reshape(-1)
     return [pathway.take(slice(j, None, m)) for j in range(m)]
 
@@ -119,8 +143,6 @@ def _rows(logits: np.ndarray, target: np.ndarray, classes: int | None):
     n, k = logits.shape
     if classes is None or int(classes) >= k:
         return np.broadcast_to(np.arange(k), (n, k)), None, target
-    if int(classes) < 1:
-        raise InputError(f"classes {classes} must be a positive number of classes")
     order = np.argsort(-logits, axis=1, kind="stable")[:, : int(classes)]
     chosen = np.concatenate([order, target[:, None]], axis=1)  # R = classes + 1
     valid = np.ones(chosen.shape, bool)
@@ -134,9 +156,7 @@ def _sweep(model, fwd, target, depth, width, alpha, forced=None, classes=None) -
     mask (N, *shape), given instead of selected (decomposition seeds, one unit per sample), and
     whether that unit is inactive at x (N,). ``classes``: see :func:`pathwise`."""
     n, k, gates = len(fwd.x), model.num_outputs, model.gates
-    depth = len(gates) if depth is None else int(depth)
-    if not 1 <= depth <= len(gates):
-        raise InputError(f"depth {depth} is out of range; the model has {len(gates)} gates")
+    depth = len(gates) if depth is None else int(depth)  # checked by DEPTH's declaration
     chosen, valid, row = _rows(fwd.logits, target, classes)
     if alpha is None and valid is None:
         alpha = 1.0 / k

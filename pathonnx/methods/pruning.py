@@ -30,11 +30,23 @@ import math
 import numpy as np
 
 from ..engine import device_value, gate_cotangents, masks_and_counts, network_top, softmax
-from ..errors import InputError
 from ..graph.choice import adam_graph, greedy_graph
 from ..progress import step as report
 from .pathway import Pathway, network_wide_start, pathway_from_counts
-from .registry import INTEGER, NUMBER, NUMBER_OR_UNIFORM, SEED, SPARSITY, Param, family, register
+from .registry import (
+    INTEGER,
+    NUMBER,
+    NUMBER_OR_UNIFORM,
+    SEED,
+    SPARSITY,
+    Param,
+    Range,
+    above,
+    at_least,
+    family,
+    method_params,
+    register,
+)
 
 
 def pruned_pathway(
@@ -43,14 +55,15 @@ def pruned_pathway(
     """A pathway chosen by the pruning objective: ``method="greedy"`` (``rounds=20``) or
     ``method="dgr"`` (``init=1.0`` or ``"uniform"``, ``steps=50``, ``lr=0.05``,
     ``gamma=1e-3``, ``seed=0``). It keeps ``1 − sparsity`` of all units of all gates."""
-    return family("pruning", method).fn(model, x, target, sparsity=sparsity, **params)
+    params = method_params(method, {"sparsity": sparsity, **params}, model)
+    return family("pruning", method).fn(model, x, target, **params)
 
 
 def _pruned(name: str, solver, model, x, target, sparsity: float, params: dict) -> Pathway:
     """Run ``solver`` at x and make the Pathway ``name`` of the units it keeps: the solver
     returns per-gate masks on the device with the units kept and the inactive ones among them,
     and its own statistics."""
-    fwd, target = network_wide_start(model, x, target, sparsity)
+    fwd, target = network_wide_start(model, x, target)
     found, extra = solver(model, fwd, target, float(sparsity), **params)
     params = {"sparsity": float(sparsity), **params}
     pathway = pathway_from_counts(model, fwd, target, *found, name, params)
@@ -74,8 +87,6 @@ def _greedy(model, fwd0, target, sparsity: float, rounds: int = 20):
 
     The scores, the removals and the masks stay on the device (graph/choice.greedy_graph);
     each round brings back the count of units alive per sample."""
-    if int(rounds) < 1:
-        raise InputError(f"rounds {rounds} must be a positive number")
     n, gates, engine = len(fwd0.x), model.gates, model.engine
     budget = _budget(model, sparsity)
     put, count_gates = engine.dev.put, len(gates)
@@ -127,18 +138,12 @@ def _dgr(
 ):
     """DGR: Adam (β = 0.9, 0.999, ε = 1e-8, as torch's) on the per-unit gates, projected onto
     λ ≥ 0 after each step. Loss ``CE(p(x), p(x; λ)) + γ Σ λ`` per sample."""
-    if int(steps) < 1:
-        raise InputError(f"steps {steps} must be a positive number")
     n, gates, engine = len(fwd0.x), model.gates, model.engine
     rng = np.random.default_rng(seed)
     if init == "uniform":
         lam = {g.name: rng.uniform(0.0, 1.0, (n, g.units)) for g in gates}
     else:
-        try:
-            value = float(init)
-        except (TypeError, ValueError):
-            raise InputError(f"init {init!r} must be a number or 'uniform'") from None
-        lam = {g.name: np.full((n, g.units), value) for g in gates}
+        lam = {g.name: np.full((n, g.units), float(init)) for g in gates}
     put = engine.dev.put
     scales = {name: put(value) for name, value in _shaped(model, lam, n, np.float32).items()}
     state = {g.name: [put(lam[g.name]), put(np.zeros((n, g.units))), put(np.zeros((n, g.units)))]
@@ -166,7 +171,7 @@ def _dgr(
     return chosen, {"gates": gates_found, "loss": np.stack(losses, axis=1)}
 
 
-@register("greedy", SPARSITY, Param("rounds", 20, INTEGER, "pruning rounds"),
+@register("greedy", SPARSITY, Param("rounds", 20, INTEGER, "pruning rounds", Range(1, 10_000)),
           attribution="gradient", family="pruning")  # fmt: skip
 def greedy(model, x, target, sparsity, rounds=20):
     """Greedy Taylor pruning with the dead-unit tweak: its pathway gradient W^p (Khakzar et al.)."""
@@ -175,10 +180,11 @@ def greedy(model, x, target, sparsity, rounds=20):
 
 @register(
     "dgr", SPARSITY,
-    Param("init", 1.0, NUMBER_OR_UNIFORM, "initial gate value, or 'uniform' for U[0, 1)"),
-    Param("steps", 50, INTEGER, "optimization steps"),
-    Param("lr", 0.05, NUMBER, "Adam learning rate"),
-    Param("gamma", 1e-3, NUMBER, "weight of the l1 term on the gates"),
+    Param("init", 1.0, NUMBER_OR_UNIFORM, "initial gate value, or 'uniform' for U[0, 1)",
+          at_least(0)),  # the gates are projected onto λ ≥ 0
+    Param("steps", 50, INTEGER, "optimization steps", Range(1, 100_000)),
+    Param("lr", 0.05, NUMBER, "Adam learning rate", above(0)),
+    Param("gamma", 1e-3, NUMBER, "weight of the l1 term on the gates", at_least(0)),
     SEED, attribution="gradient", family="pruning",
 )  # fmt: skip
 def dgr(model, x, target, sparsity, init=1.0, steps=50, lr=0.05, gamma=1e-3, seed=0):
