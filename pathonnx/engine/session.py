@@ -22,6 +22,18 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("exact", "tf32")
 
 
+def _quiet_runtime() -> None:
+    """onnxruntime's process-wide settings, made once, before any session: no telemetry
+    events (``ORT_DISABLE_TELEMETRY``, set in ``pathonnx/__init__.py`` before onnxruntime is
+    first imported, also stops its device id file), and its own log at errors only: pathonnx
+    reports what goes wrong in its one-line errors."""
+    ort.disable_telemetry_events()
+    ort.set_default_logger_severity(3)
+
+
+_quiet_runtime()
+
+
 def providers_for(device: str = "auto", precision: str = "exact") -> list:
     """onnxruntime providers for ``device``: CUDA when asked for or available (with TF32 on
     only for ``precision="tf32"``), else CPU. Entries are names or (name, options) pairs."""
