@@ -185,6 +185,14 @@ def bad_utf8_attribute(folder: Path) -> Path:
     return path
 
 
+def bad_utf8_metadata(folder: Path) -> Path:
+    model = mlp()
+    model.metadata_props.add(key="pathonnx.preprocess", value="VALUEAAA")
+    path = folder / "utf8_metadata.onnx"
+    path.write_bytes(_bad_utf8(model, b"VALUEAAA"))
+    return path
+
+
 def nan_weight(folder: Path) -> Path:
     w = W.copy()
     w[1, 2] = np.nan
@@ -225,8 +233,9 @@ CASES = {
     "unknown_data_type": (unknown_data_type, LOAD, 2, "data type 78"),
     "no_outputs_per_sample": (no_outputs_per_sample, LOAD, 2, "no elements per sample"),
     "clip_11_in_opset_9": (clip_11_in_opset_9, LOAD, 2, "Clip:6) has input size 3"),
-    "bad_utf8_tensor_name": (bad_utf8_tensor_name, LOAD, 2, "UnicodeDecodeError"),
-    "bad_utf8_attribute": (bad_utf8_attribute, LOAD, 2, "UnicodeDecodeError"),
+    "bad_utf8_tensor_name": (bad_utf8_tensor_name, LOAD, 2, "b'\\xff\\xfeDDENAA' is not UTF-8"),
+    "bad_utf8_attribute": (bad_utf8_attribute, LOAD, 2, "an attribute of node"),
+    "bad_utf8_metadata": (bad_utf8_metadata, LOAD, 2, "metadata 'pathonnx.preprocess'"),
     "nan_weight": (nan_weight, UNSUPPORTED, 1, "weight 'w' holds 1 NaN or infinite value(s) of 12"),
     "inf_weight": (inf_weight, UNSUPPORTED, 1, "weight 'w' holds 1 NaN or infinite"),
     "nan_constant": (nan_constant, UNSUPPORTED, 1, "weight 'c' holds 1 NaN"),
@@ -290,6 +299,20 @@ def test_an_unknown_op_is_still_refused_by_name(tmp_path):
     model = graph_model(nodes, [numpy_helper.from_array(W, "w")])
     with pytest.raises(pathonnx.UnsupportedModelError, match="GELU"):
         pathonnx.load(model)
+
+
+def test_a_model_whose_logits_are_a_gates_output():
+    """y = Relu(x · w): the sweep's first cut is the top of the graph, where its walk starts
+    at the seed (it used to feed a cotangent input the top stage does not have)."""
+    model = pathonnx.load(mlp())
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    logits = np.maximum(x @ W, 0)
+    target = logits.argmax(axis=1)
+    path = pathonnx.pathwise(model, x, width=1)
+    assert path.masks["y"].sum(axis=1).tolist() == [1, 1, 1]
+    np.testing.assert_allclose(path.linear.output(x), logits[np.arange(3), target], rtol=1e-5)
+    explanation = pathonnx.explain(model, x, paths=2)[0]
+    assert explanation.pathway.logit_share == pytest.approx(1.0, rel=1e-5)
 
 
 def test_mutated_sample_models_raise_only_pathonnx_errors(tmp_path):

@@ -144,8 +144,12 @@ def make_session(proto, providers: list, profile: str | None = None,
     shared = weights is not None and weights.bind(proto, options, _device_of(wanted))
     if not shared and weights is not None and has_stubs(proto):
         proto = weights.inflate(proto)
+    # onnxruntime's Python wrapper retries a session that fails on the CPU provider alone, on
+    # the CPU provider, after printing the error in four lines on stdout: no retry there.
+    fallback = int(wanted != "CPUExecutionProvider")
     try:
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers,
+                                       enable_fallback=fallback)  # fmt: skip
     except Exception as err:
         if shared:  # an optimization wanted a shared weight's data: this graph gets a copy
             return make_session(weights.inflate(proto), providers, profile)

@@ -20,7 +20,7 @@ from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..images import image_layout
 from .boundary import boundary, library_error
 from .screen import refusal_error, screen
-from .validate import check_graph, check_opset, check_weights
+from .validate import check_graph, check_opset, check_text, check_weights
 from .weights import Weights, values
 
 #: Models below this opset are upgraded with onnx.version_converter (ops change form at 11 and 13:
@@ -241,6 +241,7 @@ def _load_model(source, input_shape, output, size, early) -> ModelFile:
     if not proto.graph.node:
         raise UnsupportedModelError(f"{name}: the graph has no nodes; nothing to explain")
     opset = check_opset(proto, name)
+    check_text(proto, name)
     check_graph(proto, name)  # at the opset the file declares, before anything reads it
     inputs = data_inputs(proto.graph)
     if len(inputs) != 1:

@@ -16,7 +16,9 @@ from .report import PassReport, constant_value, consumers, node_label, rewrite_p
 from .weights import export_graph, import_graph, materialized
 
 # graphsurgeon warns about every constant it cannot fold; the pass reports list what matters.
-G_LOGGER.severity = G_LOGGER.ERROR
+# Its errors print to stdout before it raises them, and on a damaged model the exception
+# becomes pathonnx's one-line error (.boundary): nothing of it is printed.
+G_LOGGER.severity = G_LOGGER.CRITICAL + 10
 # and graphsurgeon's folding sessions would print onnxruntime's optimizer warnings.
 ort.set_default_logger_severity(3)
 

@@ -1,6 +1,7 @@
 """Checks of a model's content, made as it is read, before anything runs.
 
 - :func:`check_opset`: the file declares a standard ONNX opset that exists.
+- :func:`check_text`: its names and metadata are text (UTF-8), as ONNX requires.
 - :func:`check_graph`: onnx's own checker, on the graph as the file declares it (its opset):
   every node fits its op's schema at that opset (Clip with bound inputs is opset 11's form:
   invalid in a file that declares opset 9), nodes are in topological order (no cycle, no
@@ -9,7 +10,7 @@
 - :func:`check_weights`: every weight the graph reads holds data of its declared shape and
   type, and no NaN, nor an infinity except as a bound (Clip, Pad, Max, Min).
 
-A failure of the first two is a damaged or invalid file (:class:`ModelLoadError`, exit 2);
+A failure of the first three is a damaged or invalid file (:class:`ModelLoadError`, exit 2);
 non-finite weights make a model that reads fine but whose every explanation would be NaN
 (:class:`UnsupportedModelError`, exit 1), refused naming the tensor.
 """
@@ -50,6 +51,49 @@ def check_opset(proto: onnx.ModelProto, name: str) -> int:
             f"run from 1 to {newest}); the file is damaged: re-export the model"
         )
     return versions[0]
+
+
+def check_text(proto: onnx.ModelProto, name: str) -> None:
+    """Refuse names and metadata that are not UTF-8 text (protobuf hands them over as bytes,
+    on which onnx and graphsurgeon fail far from the cause), naming the first one."""
+    for what, value in _texts(proto):
+        if not isinstance(value, str):
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ModelLoadError(
+                f"{name}: {what} {shown} is not UTF-8 text; the file is damaged: re-export the "
+                "model"
+            )
+
+
+def _texts(proto: onnx.ModelProto):
+    """(what, value) of every string field of the model that the graph work reads."""
+    yield "the producer's name", proto.producer_name
+    yield "the producer's version", proto.producer_version
+    yield "the model's domain", proto.domain
+    yield "the model's doc string", proto.doc_string
+    for entry in proto.opset_import:
+        yield "an opset domain", entry.domain
+    for entry in proto.metadata_props:
+        yield "a metadata key", entry.key
+        yield f"metadata {entry.key!r}", entry.value
+    graph = proto.graph
+    yield "the graph's name", graph.name
+    yield "the graph's doc string", graph.doc_string
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        yield "a value name", info.name
+        for dim in info.type.tensor_type.shape.dim:
+            yield f"a dim of {info.name!r}", dim.dim_param
+    for tensor in graph.initializer:
+        yield "an initializer's name", tensor.name
+    for node in graph.node:
+        yield "a node's name", node.name
+        yield f"the op type of node {node.name!r}", node.op_type
+        yield f"the domain of node {node.name!r}", node.domain
+        for tensor in [*node.input, *node.output]:
+            yield f"a tensor of node {node.name!r}", tensor
+        for attr in node.attribute:
+            yield f"an attribute of node {node.name!r}", attr.name
 
 
 def check_graph(proto: onnx.ModelProto, name: str) -> None:
