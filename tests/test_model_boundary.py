@@ -539,3 +539,21 @@ def test_onnxruntime_writes_nothing_under_home_and_stays_quiet(tmp_path):
     blocked.write_text("")
     done = run_cli(["check", SAMPLES / "digits_mlp.onnx"], home=blocked / "home")
     assert done.returncode == 0 and not done.stderr, done.stderr
+
+
+def test_a_constant_too_large_to_fold_prints_nothing_but_the_verdict(tmp_path):
+    """Folding a 2^40-element ConstantOfShape fails inside onnxruntime: its error log stays
+    quiet (pathonnx refuses the model by itself, naming the op)."""
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=fill),
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=1),
+        helper.make_node("Add", ["x", "total"], ["a"]),
+        helper.make_node("MatMul", ["a", "w"], ["h"]),
+        helper.make_node("Relu", ["h"], ["y"]),
+    ]
+    shape = numpy_helper.from_array(np.array([1 << 40], np.int64), "shape")
+    path = saved(tmp_path, "big.onnx", graph_model(nodes, [shape, numpy_helper.from_array(W, "w")]))
+    done = run_cli(["check", path])
+    assert done.returncode == 1 and "NOT explainable" in done.stdout, done.stdout
+    assert "ConstantOfShape" in done.stdout and not done.stderr, done.stderr

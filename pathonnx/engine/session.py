@@ -22,13 +22,20 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("exact", "tf32")
 
 
+#: onnxruntime's log severity for pathonnx's sessions and its default logger: fatal only.
+#: Its warnings (unused initializers, optimizer notes) are noise, and what its errors say
+#: pathonnx reports in its one-line errors, or expects (graphsurgeon's constant folding
+#: tries subgraphs that cannot fold).
+LOG_SEVERITY = 4
+
+
 def _quiet_runtime() -> None:
-    """onnxruntime's process-wide settings, made once, before any session: no telemetry
-    events (``ORT_DISABLE_TELEMETRY``, set in ``pathonnx/__init__.py`` before onnxruntime is
-    first imported, also stops its device id file), and its own log at errors only: pathonnx
-    reports what goes wrong in its one-line errors."""
+    """onnxruntime's process-wide settings, made once, before any session of pathonnx or of
+    graphsurgeon's folding: no telemetry events (``ORT_DISABLE_TELEMETRY``, set in
+    ``pathonnx/__init__.py`` before onnxruntime is first imported, also stops its device id
+    file under $HOME/.cache), and its log at :data:`LOG_SEVERITY`."""
     ort.disable_telemetry_events()
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(LOG_SEVERITY)
 
 
 _quiet_runtime()
@@ -133,7 +140,7 @@ def make_session(proto, providers: list, profile: str | None = None,
         options.enable_profiling, options.profile_file_prefix = True, profile
     _share_cpu_arena()
     options.add_session_config_entry("session.use_env_allocators", "1")
-    options.log_severity_level = 3  # warnings about unused initializers are noise to users
+    options.log_severity_level = LOG_SEVERITY
     # pathonnx runs several sessions back to back (forward, then adjoint): threads that spin
     # after one run would steal the cores the next run needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
