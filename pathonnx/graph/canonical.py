@@ -287,8 +287,9 @@ class Canonical:
             marker[OUTPUT_KEY] = json.dumps({"name": self.output_name,
                                              "shape": list(self.output_shape),
                                              "channel_axis": self.channel_axis})  # fmt: skip
-        proto = variants.with_metadata(self.proto, {**marker, **(metadata or {})})
-        return self.full(proto).SerializeToString()
+        with boundary(self.source, "write the canonical model"):  # e.g. over protobuf's 2 GiB
+            proto = variants.with_metadata(self.proto, {**marker, **(metadata or {})})
+            return self.full(proto).SerializeToString()
 
     # derived graphs, each a new ModelProto
     def logits_only(self) -> onnx.ModelProto:
