@@ -196,9 +196,11 @@ def position(text: str | None) -> tuple[int, ...] | None:
 def load_model(model: str, opts: dict):
     """The model of `explain` and `evaluate`, loaded as the flags say: --input-shape, --output,
     --device, --tf32, a dynamic image size from --size; then the position or region of a
-    dense output (--at, --target-mask)."""
+    dense output (--at, --target-mask). Refused when one sample would not fit in memory,
+    before any input is read at the model's size."""
     loaded = pathonnx.load(model, opts["input_shape"], opts["device"], precision(opts["tf32"]),
                            output=opts["output"], size=parse_size(opts["size"]))  # fmt: skip
+    loaded.check_memory(1)
     return target_model(loaded, position(opts["at"]), opts["target_mask"])
 
 

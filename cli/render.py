@@ -15,6 +15,8 @@ def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
     lines = []
     if result.explainable and result.exit_code == 0:
         lines.append(f"{result.model}: explainable")
+    elif result.explainable and result.self_check is None:  # the self-check could not run
+        lines.append(f"{result.model}: explainable, but cannot be checked here: {result.error}")
     elif result.explainable:
         lines.append(f"{result.model}: FAILED self-check: {result.error}")
     elif result.unsupported:
@@ -28,6 +30,8 @@ def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
             )
         lines.append("  nodes:")
         lines += [f"    {u['op']} {u['node']!r}: {u['reason']}" for u in result.unsupported]
+    elif result.exit_code == 1:
+        lines.append(f"{result.model}: NOT explainable: {result.error}")
     else:
         lines.append(f"{result.model}: cannot be read: {result.error}")
     if result.ops:
@@ -62,11 +66,12 @@ def check_text(result: pathonnx.CheckResult, verbose: bool = False) -> str:
     if result.softmax_stripped:
         lines.append("  trailing softmax removed: explanations are of the logits")
     check = result.self_check
-    verdict = "ok" if check["passed"] else "FAILED"
-    lines.append(
-        f"  self-check: max |Δ{check['compared']}| = {check['max_abs_diff']:.2e} "
-        f"(tolerance {check['tolerance']:.2e}, batch {check['batch']}) {verdict}"
-    )
+    if check is not None:
+        verdict = "ok" if check["passed"] else "FAILED"
+        lines.append(
+            f"  self-check: max |Δ{check['compared']}| = {check['max_abs_diff']:.2e} "
+            f"(tolerance {check['tolerance']:.2e}, batch {check['batch']}) {verdict}"
+        )
     complete = result.completeness
     if complete is not None:
         verdict = "ok" if complete["passed"] else "FAILED"

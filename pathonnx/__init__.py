@@ -8,6 +8,13 @@ The package's folders are the pipeline's stages, each importing only from those 
 
 from __future__ import annotations
 
+import os
+
+# Before onnxruntime's first import (in the stages below): its telemetry would otherwise write
+# a device id under $HOME/.cache on every run, and warn in colour where HOME is not writable.
+# A value the user set stays. The rest of its quieting is in engine/session.py.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from .check import CheckResult, SelfCheck, check_model, self_check
 from .engine import Forward, Linear, Model, load
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError

@@ -123,20 +123,30 @@ def check_model(
     """
     result = CheckResult(model=str(path))
     try:
-        file = load_model(path, input_shape, output, size)
-        result.ops = dict(file.op_histogram())
-        result.opset_upgraded_from = file.opset_upgraded_from
-        result.input_shape = list(file.input_shape)
-        model = Model(canonicalize(file, Path(path).name), device, precision)
+        model = _load(path, input_shape, device, precision, output, size, result)
+        _describe(model, result)
+        _self_checks(model, result)
     except UnsupportedModelError as err:
         result.error, result.exit_code = str(err), err.exit_code
         result.unsupported = [{"node": n, "op": op, "reason": why} for n, op, why in err.nodes]
         result.unsupported_kinds = err.groups
         result.ops = result.ops or err.ops  # refused while reading: the graph as read
-        return result
-    except PathonnxError as err:
+    except PathonnxError as err:  # unreadable, or the checks cannot run it (memory, runtime)
         result.error, result.exit_code = str(err), err.exit_code
-        return result
+    return result
+
+
+def _load(path, input_shape, device, precision, output, size, result: CheckResult) -> Model:
+    """The model of ``path``, with what reading it tells recorded in ``result``."""
+    file = load_model(path, input_shape, output, size)
+    result.ops = dict(file.op_histogram())
+    result.opset_upgraded_from = file.opset_upgraded_from
+    result.input_shape = list(file.input_shape)
+    return Model(canonicalize(file, Path(path).name), device, precision)
+
+
+def _describe(model: Model, result: CheckResult) -> None:
+    """Record what the rewrite made of an explainable model: gates, ops, passes."""
     result.explainable = True
     result.device, result.precision = model.device, model.precision
     result.canonical_ops = dict(model.op_histogram())
@@ -153,7 +163,13 @@ def check_model(
         "folded": sum(c.startswith("folded") for c in bn.changed),
         "kept_affine": sum(c.startswith("kept") for c in bn.changed),
     }
-    check = self_check(model)
+
+
+def _self_checks(model: Model, result: CheckResult) -> None:
+    """The self-check, then the completeness check, on two samples where memory allows."""
+    model.check_memory(1)  # before the checks draw their inputs: one sample must fit
+    batch = min(2, model.engine.largest_batch())
+    check = self_check(model, batch)
     result.self_check = check.to_dict()
     if not check.passed:
         result.exit_code = 1
@@ -161,15 +177,14 @@ def check_model(
             f"the rewritten model differs from the original by {check.max_abs_diff:.3g} "
             f"(tolerance {check.tolerance:.3g}); please report this model"
         )
-        return result
-    result.completeness = completeness_check(model)
+        return
+    result.completeness = completeness_check(model, batch)
     if not result.completeness["passed"]:
         result.exit_code = 1
         result.error = (
             f"W·x + b misses the logit by {result.completeness['max_abs_error']:.3g} "
             f"(tolerance {result.completeness['tolerance']:.3g}); please report this model"
         )
-    return result
 
 
 def completeness_check(model: Model, batch: int = 2, seed: int = 0) -> dict:

@@ -19,7 +19,14 @@ import numpy as np
 
 from .engine import Model, as_batch, load, softmax
 from .errors import InputError
-from .images import Preprocess, Sample, load_inputs, read_mask, resolve_preprocess
+from .images import (
+    Preprocess,
+    Sample,
+    image_layout,
+    load_inputs,
+    read_mask,
+    resolve_preprocess,
+)
 from .io import atomic_write_bytes, json_text, read_text
 from .methods import METHODS, Pathway, method_params
 from .pictures import compose, figure
@@ -361,6 +368,7 @@ def explain(
     (``classes=20``), and every Explanation's ``notes`` says so. Pass ``classes`` to choose.
     """
     model = target_model(_loaded(model, output, input_shape, preprocess), at, mask)
+    model.check_memory(1)  # before inputs are read at the model's size
     single = False
     if isinstance(inputs, (str, Path)):
         inputs, single = [inputs], True
@@ -429,13 +437,11 @@ def target_model(model: Model, at=None, mask=None) -> Model:
 
 
 def image_preprocess(model: Model, preset: str | None = None, **given) -> Preprocess | None:
-    """The preprocessing of images for ``model`` (None when its input is not image-like)."""
-    try:
-        return resolve_preprocess(model.input_shape, model.metadata, preset, **given)
-    except InputError:
-        if preset is None and not given:
-            return None
-        raise
+    """The preprocessing of images for ``model`` (None when its input is not image-like and
+    nothing is asked for). Bad preprocessing metadata raises, naming the field."""
+    if preset is None and not given and image_layout(model.input_shape) is None:
+        return None
+    return resolve_preprocess(model.input_shape, model.metadata, preset, **given)
 
 
 def explain_samples(

@@ -113,7 +113,7 @@ def _layout_of(input_shape: tuple[int, ...]) -> tuple[str, int, tuple[int, int]]
     )
 
 
-def _floats(value, what: str) -> tuple[float, ...]:
+def _floats(value, what: str = "value") -> tuple[float, ...]:
     if isinstance(value, str):
         value = value.replace(",", " ").split()
     try:
@@ -174,11 +174,11 @@ def resolve_preprocess(
             "[0, 1], no mean/std; pass --preset or --mean/--std if the model expects otherwise"
         )
     pre = Preprocess(
-        size=tuple(int(v) for v in np.atleast_1d(fields["size"]))[:2],
+        size=_field(fields, source, "size", _size, "a height and width like [224, 224]"),
         color=str(fields["color"]).lower(),
-        scale=float(fields["scale"]),
-        mean=_floats(fields["mean"], "mean"),
-        std=_floats(fields["std"], "std"),
+        scale=_field(fields, source, "scale", _scale, "a number like 0.00392"),
+        mean=_field(fields, source, "mean", _floats, "a list of numbers like [0.5, 0.5, 0.5]"),
+        std=_field(fields, source, "std", _floats, "a list of numbers like [0.2, 0.2, 0.2]"),
         layout=str(fields["layout"]).upper(),
         resize=str(fields["resize"]).lower(),
         source=source,
@@ -186,6 +186,34 @@ def resolve_preprocess(
     )
     _validate(pre, layout, channels, size)
     return pre
+
+
+def _field(fields: dict, source: dict, key: str, convert, want: str):
+    """``convert(fields[key])``, or :class:`InputError` naming the key, its value and where it
+    came from (flag, preset, the model's metadata)."""
+    try:
+        return convert(fields[key])
+    except (TypeError, ValueError, OverflowError, InputError):
+        shown = repr(fields[key])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InputError(
+            f"preprocessing {key} is {shown} ({source[key]}), not {want}; fix it (for the "
+            f"model's metadata: pathonnx rewrite --set-preprocess)"
+        ) from None
+
+
+def _size(value) -> tuple[int, ...]:
+    """A size as integers, (height, width) when it has two; raises ValueError, TypeError."""
+    return tuple(int(v) for v in np.atleast_1d(np.asarray(value, dtype=object)))[:2]
+
+
+def _scale(value) -> float:
+    if isinstance(value, (str, bytes, list, dict)) or value is None:
+        raise ValueError("not a number")
+    scale = float(value)
+    if not np.isfinite(scale):
+        raise ValueError("not finite")
+    return scale
 
 
 def _validate(pre: Preprocess, layout: str, channels: int, size: tuple[int, int]) -> None:

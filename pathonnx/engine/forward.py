@@ -35,6 +35,20 @@ def as_batch(x, input_shape: tuple[int, ...], what: str = "input") -> np.ndarray
     return array
 
 
+def finite_logits(logits: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``logits`` when every one is finite; else :class:`InputError`: a finite input whose
+    values overflow float32 inside the network (e.g. 3e38) leaves NaN or Inf in the logits,
+    and every explanation of them would be NaN."""
+    if np.isfinite(logits).all():
+        return logits
+    largest = float(np.abs(x).max()) if x.size else 0.0
+    raise InputError(
+        f"the model's outputs are NaN or infinite at this input: its values overflow float32 "
+        f"inside the network (the input's largest magnitude is {largest:.3g}); scale the input "
+        "to the range the model was trained on"
+    )
+
+
 @dataclass(frozen=True)
 class Forward:
     """One forward pass at ``x`` (N, *input_shape): ``logits`` (N, K); each gate's output

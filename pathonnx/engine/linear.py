@@ -15,10 +15,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..graph import Canonical
+from ..graph import Canonical, boundary
 from ..ops import GRADIENT, Backward
 from .adjoint import build_adjoint, build_frozen, build_fused
-from .forward import Forward, as_batch, check_target, one_hot, pattern, pattern_outputs
+from .forward import (
+    Forward,
+    as_batch,
+    check_target,
+    finite_logits,
+    one_hot,
+    pattern,
+    pattern_outputs,
+)
+from .memory import ROW_BYTES_PER_ELEMENT, check_run, largest_batch
 from .resident import Device, OnDevice, OrtValue, device_value
 from .session import device_memory, make_session, node_providers, provider_names
 from .sparse import SparseWalker
@@ -87,6 +96,7 @@ class LinearEngine:
         self.dev = Device(self.device)
         self._sessions: dict[tuple, tuple] = {}
         self._sparse: SparseWalker | None = None
+        self._tensor_bytes: list[int] | None = None
         free = device_memory() if self.device == "cuda" else None
         if free:  # all K rows of a sweep in as few calls as the GPU holds
             self.memory_budget = free // 2
@@ -95,8 +105,9 @@ class LinearEngine:
     def _cached(self, key: tuple, build):
         """(graph, onnxruntime session) for ``key``, built by ``build()`` on first use."""
         if key not in self._sessions:
-            proto = self.graph.weights.strip(build())
-            session = make_session(proto, self.providers, weights=self.graph.weights)
+            with boundary(self.graph.source, f"build the {key[0]} graph"):
+                proto = self.graph.weights.strip(build())
+                session = make_session(proto, self.providers, weights=self.graph.weights)
             self._sessions[key] = (proto, session)
         return self._sessions[key]
 
@@ -144,23 +155,25 @@ class LinearEngine:
         The pattern stays on the device (:class:`~pathonnx.engine.resident.OnDevice`): the
         adjoint calls bind it where it is, and it comes to numpy only where code reads it."""
         x = as_batch(x, self.graph.input_shape)
+        self.check_memory(len(x))
         session = self.session  # built first: a provider that fails says so before any copy
         names, on = pattern_outputs(self.graph), self.dev.put(x)
         found = self.dev.run(session, {self.graph.input_name: on}, names)
         values = OnDevice(self.dev, {**dict(zip(names, found)), self.graph.input_name: on})
-        logits = self.dev.host(values.value(self.graph.logits_name))
+        logits = finite_logits(self.dev.host(values.value(self.graph.logits_name)), x)
         return pattern(self.graph, x, values, logits)
 
     def logits(self, x, batch: int = 64) -> np.ndarray:
         """Logits only, (N, K), ``batch`` samples per onnxruntime call."""
         x = as_batch(x, self.graph.input_shape)
-        _, session = self._cached(("logits",), self.graph.logits_only)
         name, step = self.graph.logits_name, max(1, int(batch))
+        self.check_memory(min(step, len(x)))
+        _, session = self._cached(("logits",), self.graph.logits_only)
         runs = [
             session.run([name], {self.graph.input_name: x[i : i + step]})[0]
             for i in range(0, len(x), step)
         ]
-        return np.concatenate(runs)
+        return finite_logits(np.concatenate(runs), x)
 
     def scaled_forward(self, x: np.ndarray, scales: dict) -> Forward:
         """The forward pass with each gate's output multiplied by ``scales[gate]`` (float,
@@ -272,8 +285,11 @@ class LinearEngine:
         scaled = scales is not None
         _, session = self._adjoint_session(single_row, True, start, stop, scaled=scaled)
         feeds = self._feeds(session, fwd, masks, scales)
+        inputs = {info.name for info in session.get_inputs()}
         for key, value in cotangents.items():
             name = key if key == "seed" else key.replace("ct:", "upstream:", 1)
+            if name not in inputs and "seed" in inputs:  # a cut at the top: the logits are a
+                name = "seed"  # gate's output, and the walk from there starts at the seed
             feeds[name] = value if isinstance(value, OrtValue) else np.asarray(value, np.float32)
         names = [o.name for o in session.get_outputs()]
         values = dict(zip(names, self.dev.run(session, feeds, names)))
@@ -331,7 +347,24 @@ class LinearEngine:
         largest = max([int(np.prod(self.graph.input_shape))] + [g.units for g in self.graph.gates])
         # onnxruntime holds about a dozen tensors the size of the largest cotangent at once
         # (measured on VGG-16), 4 bytes each: 64 bytes per element and row.
-        return max(1, int(self.memory_budget // (64 * largest * n)))
+        return max(1, int(self.memory_budget // (ROW_BYTES_PER_ELEMENT * largest * n)))
+
+    @property
+    def tensor_bytes(self) -> list[int]:
+        """Bytes per sample of every tensor the forward pass computes (from the shapes)."""
+        if self._tensor_bytes is None:
+            self._tensor_bytes = self.graph.tensor_bytes()
+        return self._tensor_bytes
+
+    def check_memory(self, batch: int) -> None:
+        """Raise :class:`InputError` when a run at ``batch`` samples is estimated to need more
+        memory than the budget (:mod:`pathonnx.engine.memory`), before it allocates."""
+        shape = "x".join(map(str, self.graph.input_shape))
+        check_run(self.tensor_bytes, batch, f"{self.graph.source} at input {shape}")
+
+    def largest_batch(self) -> int:
+        """The most samples a run may take within the memory budget (0: not one)."""
+        return largest_batch(self.tensor_bytes)
 
     def vjp(self, fwd: Forward, seeds: np.ndarray, masks: dict | None = None,
             backward: Backward = GRADIENT):  # fmt: skip
@@ -355,6 +388,7 @@ class LinearEngine:
         runtime, and only ``grad`` and ``bias`` come back. When the rows need several calls,
         one forward pass and the chunked :meth:`vjp` (each call would redo the forward)."""
         x = as_batch(x, self.graph.input_shape)
+        self.check_memory(len(x))
         if seeds.shape[1] > self.rows_per_call(len(x)):
             return self.vjp(self.forward(x), seeds, masks, backward)
         masks, single = self.masks(masks, len(x)), seeds.shape[1] == 1
@@ -397,10 +431,12 @@ class LinearEngine:
         pattern never leaves the runtime; only the logits, W and b come back."""
         x = as_batch(x, self.graph.input_shape)
         n, k = len(x), self.graph.num_outputs
+        self.check_memory(n)
         target = check_target(target, n, k)
         outputs = [self.graph.logits_name, "grad", "bias"]
         logits, grad, bias = self._fused_run(x, one_hot(target, k), self.masks(masks, n),
                                              backward, True, outputs)  # fmt: skip
+        finite_logits(logits, x)
         return Linear(W=grad, b=bias.astype(np.float64), target=target, logits=logits)
 
     def _fused_run(self, x, seed, masks: dict, backward: Backward, single_row: bool,

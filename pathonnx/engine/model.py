@@ -280,6 +280,13 @@ class Model:
             return self.engine.linearize_at(x, target, masks)
         return self.engine.linearize(fwd, target, masks)
 
+    def check_memory(self, batch: int = 1) -> None:
+        """Raise :class:`InputError` when a run on ``batch`` samples is estimated, from the
+        graph's shapes, to need more memory than the budget (:mod:`pathonnx.engine.memory`:
+        the forward pass's tensors and one adjoint row per sample; 75% of the machine's
+        memory, or ``PATHONNX_MEMORY_BUDGET``). The message says what to pass instead."""
+        self.engine.check_memory(batch)
+
     def check_target(self, target, n: int) -> np.ndarray:
         """Targets as (N,) int64, from an int or one per sample; raises on out-of-range."""
         return check_target(target, n, self.num_outputs)

@@ -22,6 +22,25 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("exact", "tf32")
 
 
+#: onnxruntime's log severity for pathonnx's sessions and its default logger: fatal only.
+#: Its warnings (unused initializers, optimizer notes) are noise, and what its errors say
+#: pathonnx reports in its one-line errors, or expects (graphsurgeon's constant folding
+#: tries subgraphs that cannot fold).
+LOG_SEVERITY = 4
+
+
+def _quiet_runtime() -> None:
+    """onnxruntime's process-wide settings, made once, before any session of pathonnx or of
+    graphsurgeon's folding: no telemetry events (``ORT_DISABLE_TELEMETRY``, set in
+    ``pathonnx/__init__.py`` before onnxruntime is first imported, also stops its device id
+    file under $HOME/.cache), and its log at :data:`LOG_SEVERITY`."""
+    ort.disable_telemetry_events()
+    ort.set_default_logger_severity(LOG_SEVERITY)
+
+
+_quiet_runtime()
+
+
 def providers_for(device: str = "auto", precision: str = "exact") -> list:
     """onnxruntime providers for ``device``: CUDA when asked for or available (with TF32 on
     only for ``precision="tf32"``), else CPU. Entries are names or (name, options) pairs."""
@@ -121,7 +140,7 @@ def make_session(proto, providers: list, profile: str | None = None,
         options.enable_profiling, options.profile_file_prefix = True, profile
     _share_cpu_arena()
     options.add_session_config_entry("session.use_env_allocators", "1")
-    options.log_severity_level = 3  # warnings about unused initializers are noise to users
+    options.log_severity_level = LOG_SEVERITY
     # pathonnx runs several sessions back to back (forward, then adjoint): threads that spin
     # after one run would steal the cores the next run needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -132,8 +151,12 @@ def make_session(proto, providers: list, profile: str | None = None,
     shared = weights is not None and weights.bind(proto, options, _device_of(wanted))
     if not shared and weights is not None and has_stubs(proto):
         proto = weights.inflate(proto)
+    # onnxruntime's Python wrapper retries a session that fails on the CPU provider alone, on
+    # the CPU provider, after printing the error in four lines on stdout: no retry there.
+    fallback = int(wanted != "CPUExecutionProvider")
     try:
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers,
+                                       enable_fallback=fallback)  # fmt: skip
     except Exception as err:
         if shared:  # an optimization wanted a shared weight's data: this graph gets a copy
             return make_session(weights.inflate(proto), providers, profile)

@@ -206,20 +206,6 @@ def _key(model_sha: str, item: Sample, method: str, settings: Settings, groups) 
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _cached(path: Path, item: Sample, method: str) -> dict | None:
-    """The cache record of ``item`` and ``method`` in ``path``, or None where it is torn,
-    unreadable, not theirs or holds NaN (an interrupted run, a damaged file, an older
-    version): then it is recomputed.
-    The cache is the run's own output, not an input: it may be written again."""
-    try:
-        text = read_text(path, "a cache record", note=False)
-        record = json.loads(text, parse_constant=_refuse)  # NaN: written by an older version
-    except (ValueError, InputError):
-        return None
-    ours = isinstance(record, dict) and record.get("input") == item.source
-    return record if ours and record.get("method") == method else None
-
-
 def evaluate(
     model: Model,
     loaded: list[Sample],
@@ -253,14 +239,12 @@ def evaluate(
         for method in methods:
             if cache is not None:
                 files[i, method] = cache / f"{_key(sha, item, method, settings, groups)}.json"
-            path = files.get((i, method))
-            if path is not None and path.exists():
-                record = _cached(path, item, method)
-                if record is not None:
-                    records[i, method] = record
-                    if progress:
-                        progress(1)
-                    continue
+            record = cached_record(files.get((i, method)), item, method)
+            if record is not None:
+                records[i, method] = record
+                if progress:
+                    progress(1)
+                continue
             todo[method].append(i)
     step = max(1, settings.batch // 4)
     for method, indices in todo.items():
@@ -276,6 +260,52 @@ def evaluate(
                 progress(len(chunk))
     ordered = [records[i, m] for i in range(len(loaded)) for m in methods]
     return Results(ordered, list(methods), columns)
+
+
+def cached_record(path: Path | None, item: Sample, method: str) -> dict | None:
+    """The record cached at ``path`` for ``item`` and ``method``; None when there is none or
+    it is damaged (torn by an interrupted run, edited, not JSON, not a record of this input
+    and method, a value that is not a number): such a record is measured again and
+    replaced. A folder in its place is an error: it would not be replaced."""
+    if path is None or not path.exists():
+        return None
+    if not path.is_file():
+        raise InputError(f"{path} is in the cache's place for a record, but not a file; remove it")
+    try:  # the cache is the run's own output, not an input: it may be written again
+        text = read_text(path, "a cache record", note=False)
+        record = json.loads(text, parse_constant=_refuse)  # NaN: written by an older version
+    except (ValueError, InputError):  # UnicodeDecodeError is a ValueError
+        return None
+    return record if _is_record(record, item, method) else None
+
+
+def _is_record(record, item: Sample, method: str) -> bool:
+    """Whether ``record`` is a well-formed record of ``method`` on ``item``: its keys name
+    them, its metrics are numbers and its curves lists of numbers."""
+    if not isinstance(record, dict) or record.get("input") != item.source:
+        return False
+    if record.get("method") != method or not isinstance(record.get("label"), str):
+        return False
+    if not isinstance(record.get("target"), int) or isinstance(record.get("target"), bool):
+        return False
+    for key, value in record.items():
+        listed = key.endswith(("_curve", "_fractions", "_cascade")) or key == "fractions"
+        if (key in METRICS and not _is_number(value)) or (listed and not _is_numbers(value)):
+            return False
+    for name in ("insertion", "deletion"):  # a curve as long as its fractions
+        curve = record.get(f"{name}_curve")
+        if curve is not None and len(curve) != len(record.get(f"{name}_fractions") or ()):
+            return False
+    return True
+
+
+def _is_number(value) -> bool:
+    """A number, or None: a metric undefined on this input (JSON's null)."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _is_numbers(value) -> bool:
+    return isinstance(value, list) and all(_is_number(v) for v in value)
 
 
 #: Most bytes of weights (the model's, times the cascade's length) for which the MPRT cascade

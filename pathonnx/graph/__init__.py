@@ -7,6 +7,7 @@ graph builders.
 
 from __future__ import annotations
 
+from .boundary import boundary
 from .canonical import OUTPUT_KEY, Canonical, Gate, MaxPoolSite, Readout, canonicalize, channel_axis
 from .emit import Emitter
 from .load import CANONICAL_KEY, ModelFile, load_model
@@ -39,6 +40,7 @@ __all__ = [
     "PassReport",
     "Readout",
     "argmax_name",
+    "boundary",
     "canonicalize",
     "canonicalize_gates",
     "channel_axis",

@@ -9,6 +9,7 @@ max-pools in execution order, names and shapes, and the graphs derived from the 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,10 +18,11 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import shape_inference
 
-from ..errors import UnsupportedModelError
+from ..errors import ModelLoadError, UnsupportedModelError
 from ..images import image_layout
 from ..ops import GATE_KINDS, offenders, rule_for, sample_shape
 from . import variants
+from .boundary import boundary
 from .load import CANONICAL_KEY, ModelFile
 from .passes import PIPELINE
 from .report import PassReport
@@ -138,6 +140,11 @@ class Canonical:
                 "(N, K) (give a fixed input size)"
             )
         self.num_outputs = int(logits[1])
+        if self.num_outputs <= 0:
+            raise ModelLoadError(
+                f"{self.source}: output {file.output_name!r} has no elements per sample (shape "
+                f"({', '.join(map(str, logits[1:]))})); nothing to explain: re-export the model"
+            )
         self.output_name = file.output_name
         """The model's output that the logits are (before a trailing Softmax was removed)."""
         self.output_shape, self.channel_axis = self._output_layout(graph)
@@ -187,9 +194,10 @@ class Canonical:
         their order and the rest of the graph are those of this model."""
         weights = np.asarray(weights, np.float32).reshape(self.spatial_shape)
         name = f"{self.output_name}__readout"
-        proto = variants.readout(self.proto, self.logits_name, self.output_shape,
-                                 self.channel_axis, weights, name)  # fmt: skip
-        proto = shape_inference.infer_shapes(self.weights.strip(proto), strict_mode=False)
+        with boundary(self.source, "add the readout to the graph"):
+            proto = variants.readout(self.proto, self.logits_name, self.output_shape,
+                                     self.channel_axis, weights, name)  # fmt: skip
+            proto = shape_inference.infer_shapes(self.weights.strip(proto), strict_mode=False)
         report = PassReport("readout")
         where = (f"at {tuple(at)}" if at is not None
                  else f"weighted over {np.count_nonzero(weights)} positions")  # fmt: skip
@@ -254,6 +262,19 @@ class Canonical:
                 total += outputs * int(inner)
         return total
 
+    def tensor_bytes(self) -> list[int]:
+        """Bytes per sample of every tensor that the forward pass computes (the input, every
+        node's outputs), from the inferred shapes; tensors of unknown shape are left out.
+        Python integers: a declared dim of 2^62 does not wrap around."""
+        sizes = []
+        for tensor in self._view.tensors().values():
+            if not isinstance(tensor, gs.Variable) or tensor.shape is None:
+                continue
+            dims = tensor.shape[1:]
+            if all(isinstance(d, int) and d >= 0 for d in dims):
+                sizes.append(math.prod(int(d) for d in dims) * _itemsize(tensor.dtype))
+        return sizes
+
     def live(self, cut: int) -> list[str]:
         """Names of the data tensors live at ``cut`` (see :func:`variants.live_tensors`)."""
         return [t.name for t in variants.live_tensors(self._view, cut)]
@@ -266,8 +287,9 @@ class Canonical:
             marker[OUTPUT_KEY] = json.dumps({"name": self.output_name,
                                              "shape": list(self.output_shape),
                                              "channel_axis": self.channel_axis})  # fmt: skip
-        proto = variants.with_metadata(self.proto, {**marker, **(metadata or {})})
-        return self.full(proto).SerializeToString()
+        with boundary(self.source, "write the canonical model"):  # e.g. over protobuf's 2 GiB
+            proto = variants.with_metadata(self.proto, {**marker, **(metadata or {})})
+            return self.full(proto).SerializeToString()
 
     # derived graphs, each a new ModelProto
     def logits_only(self) -> onnx.ModelProto:
@@ -304,8 +326,14 @@ def canonicalize(loaded: ModelFile, name: str = "model") -> Canonical:
 
     Raises :class:`UnsupportedModelError` naming every node outside the vocabulary, and the
     activations they make up (SiLU, GELU, ...). (:func:`~.load.load_model` has refused the
-    models whose graph alone shows such nodes: see :mod:`.screen`.)
+    models whose graph alone shows such nodes: see :mod:`.screen`.) What the libraries raise
+    on the graph becomes a :class:`ModelLoadError` (:mod:`.boundary`).
     """
+    with boundary(name, "rewrite the graph"):
+        return _canonicalize(loaded, name)
+
+
+def _canonicalize(loaded: ModelFile, name: str) -> Canonical:
     graph = import_graph(loaded.proto)
     reports = []
     for rewrite in PIPELINE:
@@ -323,6 +351,13 @@ def canonicalize(loaded: ModelFile, name: str = "model") -> Canonical:
         raise refusal_error(name, checked, found)
     logits = proto.graph.output[0].name
     return Canonical(loaded, proto, reports, _reference(graph, loaded.proto) or logits)
+
+
+def _itemsize(dtype) -> int:
+    """Bytes per element of a graphsurgeon tensor's dtype (numpy or ONNX's; 4 if unknown)."""
+    if isinstance(dtype, int):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype) if dtype else None
+    return 4 if dtype is None else np.dtype(dtype).itemsize
 
 
 def _reference(graph: gs.Graph, original: onnx.ModelProto) -> str | None:

@@ -19,8 +19,10 @@ from onnx import external_data_helper, helper, shape_inference, version_converte
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..images import image_layout
 from ..io import note_input, read_bytes
+from .boundary import boundary, library_error
 from .screen import refusal_error, screen
-from .weights import Weights
+from .validate import check_graph, check_opset, check_text, check_weights
+from .weights import Weights, values
 
 #: Models below this opset are upgraded with onnx.version_converter (ops change form at 11 and 13:
 #: Clip bounds become inputs, Split/Squeeze/ReduceSum axes become inputs).
@@ -105,7 +107,8 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        target = (folder / location).resolve()
+        shown = _shown_location(location)
+        target = _external_file(folder, location, f"{path}: tensor {tensor.name!r}")
         if (
             not location
             or os.path.isabs(location)
@@ -113,12 +116,12 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
             or folder not in target.parents
         ):
             raise ModelLoadError(
-                f"{path}: tensor {tensor.name!r} points to external data {location!r} outside the "
+                f"{path}: tensor {tensor.name!r} points to external data {shown} outside the "
                 "model's folder; keep external data files beside the model"
             )
         if not target.is_file():
             raise ModelLoadError(
-                f"{path}: external data file {location!r} for tensor {tensor.name!r} is missing; "
+                f"{path}: external data file {shown} for tensor {tensor.name!r} is missing; "
                 "copy it beside the model"
             )
         note_input(target, "an external-data file of the input model")
@@ -128,11 +131,36 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
         raise ModelLoadError(f"{path}: cannot read external data ({err}); re-export it") from None
 
 
-def _opset(proto: onnx.ModelProto) -> int:
-    for entry in proto.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    raise UnsupportedModelError("the model imports no standard ONNX opset; re-export it")
+#: The longest external-data location quoted in a message.
+SHOWN_LOCATION = 80
+
+
+def _shown_location(location: str) -> str:
+    """An external-data location as a message quotes it: repr, cut to :data:`SHOWN_LOCATION`."""
+    if len(location) > SHOWN_LOCATION:
+        return repr(location[:SHOWN_LOCATION]) + f"... ({len(location)} characters)"
+    return repr(location)
+
+
+def _external_file(folder: Path, location: str, what: str) -> Path:
+    """The file an external-data ``location`` names, resolved (links followed) under
+    ``folder``; raises :class:`ModelLoadError` for a location no file system path can be (a
+    NUL byte, too long) or a link that loops."""
+    if "\0" in location:
+        raise ModelLoadError(
+            f"{what} has an external-data location with a NUL byte ({_shown_location(location)}); "
+            "the file is damaged: re-export the model"
+        )
+    try:
+        target = (folder / location).resolve()
+        target.is_file()  # a name too long for the file system raises only when used
+    except (OSError, RuntimeError, ValueError) as err:  # RuntimeError: a symlink loop
+        raise ModelLoadError(
+            f"{what} has an external-data location that cannot be opened "
+            f"({_shown_location(location)}: {library_error(err)}); keep external data files "
+            "beside the model, under their own names"
+        ) from None
+    return target
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str | None]:
@@ -195,11 +223,28 @@ def load_model(
     Raises :class:`UnsupportedModelError` as soon as the graph as read (its chosen output's
     part) shows nodes that cannot be explained (:func:`~.screen.screen`), before its weights
     are hashed or anything runs; ``early=False`` leaves every verdict to
-    :func:`~.canonical.canonicalize` (tests compare).
+    :func:`~.canonical.canonicalize` (tests compare). Raises :class:`ModelLoadError` for a
+    file that is not a valid model (:mod:`.validate`), and for whatever else the libraries
+    raise on it (:mod:`.boundary`).
     """
+    with boundary(source_name(source), "read the model"):
+        return _load_model(source, input_shape, output, size, early)
+
+
+def source_name(source) -> str:
+    """A model source as messages name it: its path, or ``<bytes>``/``<ModelProto>``."""
+    if isinstance(source, onnx.ModelProto):
+        return "<ModelProto>"
+    return "<bytes>" if isinstance(source, bytes) else str(source)
+
+
+def _load_model(source, input_shape, output, size, early) -> ModelFile:
     proto, name, given = read_model(source)
     if not proto.graph.node:
         raise UnsupportedModelError(f"{name}: the graph has no nodes; nothing to explain")
+    opset = check_opset(proto, name)
+    check_text(proto, name)
+    check_graph(proto, name)  # at the opset the file declares, before anything reads it
     inputs = data_inputs(proto.graph)
     if len(inputs) != 1:
         names = ", ".join(vi.name for vi in inputs) or "none"
@@ -221,7 +266,6 @@ def load_model(
     declared = tuple(o.name for o in proto.graph.output)
     choose_output(proto, name, output)
 
-    opset = _opset(proto)
     upgraded_from = None
     if opset < MIN_OPSET:
         try:
@@ -250,9 +294,9 @@ def load_model(
         )
     sample = dims[1:]
     if input_shape is None and size is not None:  # only dynamic dims take it
-        input_shape = _with_size(sample, size)
+        input_shape = _with_size(sample, _checked_size(size))
     if input_shape is not None:
-        input_shape = tuple(int(d) for d in input_shape)
+        input_shape = _checked_shape(input_shape)
         fixed = [d for d in sample if isinstance(d, int)]
         if len(input_shape) != len(sample) or any(
             isinstance(d, int) and d != s for d, s in zip(sample, input_shape)
@@ -266,7 +310,8 @@ def load_model(
         raise InputError(f"{name}: input {data.name!r} {_dynamic_advice(sample)}")
     _set_dims(data, [1, *sample])
     weights = Weights()
-    weights.strip(proto, digest)  # from here on the graph work handles light protos
+    weights.strip(proto, digest, name)  # from here on the graph work handles light protos
+    check_weights(proto, values, name)
     try:
         proto = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as err:
@@ -334,6 +379,25 @@ def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
     names = {t.name for t in unused}
     for info in [vi for vi in graph.input if vi.name in names]:  # weights listed as inputs
         graph.input.remove(info)
+
+
+def _checked_size(size) -> tuple[int, int]:
+    """``size`` as (height, width), two positive integers; raises :class:`InputError`."""
+    try:
+        height, width = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise InputError(f"size {size!r} is not a height and width like (224, 224)") from None
+    if height <= 0 or width <= 0:
+        raise InputError(f"size {size!r} must be two positive integers, height and width")
+    return height, width
+
+
+def _checked_shape(shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of integers; raises :class:`InputError`."""
+    try:
+        return tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"input_shape {shape!r} is not a shape like (3, 224, 224)") from None
 
 
 def _with_size(sample: list, size) -> list | None:

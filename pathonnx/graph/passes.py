@@ -6,7 +6,6 @@ from collections import Counter
 
 import numpy as np
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 from onnx import shape_inference
 from onnx_graphsurgeon.logger import G_LOGGER
 
@@ -16,9 +15,11 @@ from .report import PassReport, constant_value, consumers, node_label, rewrite_p
 from .weights import export_graph, import_graph, materialized
 
 # graphsurgeon warns about every constant it cannot fold; the pass reports list what matters.
-G_LOGGER.severity = G_LOGGER.ERROR
-# and graphsurgeon's folding sessions would print onnxruntime's optimizer warnings.
-ort.set_default_logger_severity(3)
+# Its errors print to stdout before it raises them, and on a damaged model the exception
+# becomes pathonnx's one-line error (.boundary): nothing of it is printed.
+G_LOGGER.severity = G_LOGGER.CRITICAL + 10
+# (onnxruntime's own log, which graphsurgeon's folding sessions write to, is quieted in
+# pathonnx/engine/session.py.)
 
 INF = float("inf")
 

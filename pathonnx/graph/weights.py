@@ -36,6 +36,7 @@ from onnx import numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from ..errors import ModelLoadError
+from .validate import tensor_array
 
 #: The external-data location of a stubbed initializer.
 MARK = "pathonnx-weights"
@@ -176,17 +177,19 @@ class Weights:
         self.arrays[key] = found
         return found
 
-    def strip(self, proto: onnx.ModelProto, source: str | None = None) -> onnx.ModelProto:
+    def strip(self, proto: onnx.ModelProto, source: str | None = None,
+              name: str = "model") -> onnx.ModelProto:  # fmt: skip
         """Move ``proto``'s large initializers into the registry, in place, leaving stubs;
         the stubs it has already are held too. ``source``: the hash of the file ``proto`` was
         read from, which with a tensor's name fixes its content (see :meth:`add`). Returns
-        ``proto``."""
+        ``proto``. Raises :class:`ModelLoadError` for a tensor whose data does not fit its
+        shape (``name``: the model, for the message)."""
         for tensor in proto.graph.initializer:
             key = stub_key(tensor)
             if key is not None:
                 self.arrays[key] = registered(key)
             elif tensor.data_location != onnx.TensorProto.EXTERNAL and _nbytes(tensor) >= SMALLEST:
-                array = numpy_helper.to_array(tensor)
+                array = tensor_array(tensor, numpy_helper.to_array, name)
                 if array.dtype.kind not in "fiub":
                     continue
                 pooled = self.add(array, None if source is None else f"{source}:{tensor.name}")
