@@ -22,7 +22,7 @@ CLAUSES = {
     "traceback": "no traceback (unless --debug)",
     "stderr-lines": "a failure says what is wrong in exactly one line on stderr ('note:' lines "
     "aside; `check` may report on stdout instead)",
-    "warnings": "no Python warning and no library log line reaches stderr",
+    "warnings": "no Python warning and no library log line reaches stderr (or stdout)",
     "input-changed": "every file the command reads is byte-identical afterwards",
     "wrote-outside-out": "nothing is created, changed or removed outside the chosen output",
     "json": "JSON output (--json, and every .json written) is strict JSON (no NaN/Infinity)",
@@ -38,7 +38,10 @@ RSS_CAP = 1 << 30
 #: The child processes' address-space limit (RLIMIT_AS), in bytes.
 ADDRESS_SPACE_CAP = 4 << 30
 
-_WARNING = re.compile(r"\b[A-Z]\w*Warning\b")
+#: A line as Python's warnings module prints it: "file.py:12: RuntimeWarning: message".
+_WARNING = re.compile(r":\d+: [A-Z]\w*Warning: ")
+#: A line of onnx-graphsurgeon's logger, which prints to stdout ("[W] ...", "[C] ...").
+_LIBRARY_LOG = re.compile(r"^\[[VIWEC]\] ")
 
 
 @dataclass(frozen=True)
@@ -190,14 +193,17 @@ def judge(run: Run, obs: dict) -> Verdict:
         broken.append(("internal-error", _first(stderr, "internal error")))
     if not run.debug and "Traceback (most recent call last)" in everything:
         broken.append(("traceback", _first(everything, "Error")))
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    # lines as a terminal shows them: only "\n" ends one (str.splitlines also splits on the
+    # control characters a mutated name may hold)
+    lines = [line for line in stderr.split("\n") if line.strip()]
     errors = [line for line in lines if not line.startswith("note:")]
     if code != 0 and not run.debug:
         counts = (0, 1) if run.command == "check" else (1,)
         if len(errors) not in counts:
             broken.append(("stderr-lines", f"{len(errors)} lines: {errors[:4]!r}"))
     noisy = [line for line in lines if _WARNING.search(line)]
-    noisy += [line for line in obs["native"].splitlines() if line.strip()]
+    noisy += [line for line in obs["stdout"].split("\n") + lines if _LIBRARY_LOG.match(line)]
+    noisy += [line for line in obs["native"].split("\n") if line.strip()]
     if noisy:
         broken.append(("warnings", noisy[0][:300]))
     if obs.get("api_error"):
