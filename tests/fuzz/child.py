@@ -86,10 +86,10 @@ class NativeCapture:
 def run_case(
     main, runner, run: Run, roots: list[str], home: str, capture: NativeCapture, timeout: float
 ) -> dict:
-    """Run one case (for ``run.timeout`` or else ``timeout`` seconds); the observation that
-    ``fuzz.contract.judge`` reads. What it writes under
-    ``home`` is kept apart (``obs["home"]``): a library's cache is written once per process,
-    so it is reported for the whole run rather than held against one case."""
+    """Run one case (for ``run.timeout``, else ``timeout`` seconds): the observation that
+    ``fuzz.contract.judge`` reads. What it writes under ``home`` is kept apart
+    (``obs["home"]``): a library's cache is written once per process, so it is reported for
+    the whole run rather than held against one case."""
     obs: dict = {"exit_code": None, "stdout": "", "stderr": "", "native": ""}
     timeout = run.timeout or timeout
     inputs = {path: digest(path) for path in run.inputs}
@@ -141,7 +141,7 @@ def run_case(
     for path, change in changes(before, after):
         if change != "removed" and path.endswith(".json") and os.path.isfile(path):
             with open(path, "rb") as handle:
-                error = json_error(handle.read(1 << 24).decode("utf-8", "replace"))
+                error = json_error(handle.read().decode("utf-8", "replace"))
             if error:
                 obs["json_errors"].append((path, error))
     for key in ("stdout", "stderr", "native"):

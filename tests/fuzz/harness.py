@@ -62,62 +62,63 @@ def _work(cases, folder: Path, timeout: float, observations: dict, startup: list
     while pending:
         starts += 1
         cases_file = folder / f"cases{starts}.json"
-        results_file = folder / f"results{starts}.jsonl"
         cases_file.write_text(json.dumps(pending))
-        log = open(folder / f"child{starts}.log", "wb")  # noqa: SIM115 (closed below)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "fuzz.child", str(cases_file), str(results_file)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        current, since, killed = None, 0.0, None
-        first = startup if starts == 1 else []  # what the import wrote to a fresh HOME
-        while True:
-            code = child.poll()
-            current, since = _read(results_file, current, since, observations, first)
-            if code is not None:
-                break
-            if current is not None and time.monotonic() - since > limits[current] + GRACE:
-                child.kill()
-                child.wait()
-                killed = f"killed after {limits[current] + GRACE:.0f} s without returning"
-                break
-            time.sleep(0.05)
-        log.close()
-        current, _ = _read(results_file, current, since, observations, first)
-        if current is not None:
-            if killed:
-                observations[current] = {"hang": killed}
-            else:
-                observations[current] = {"crash": _death(child.returncode, folder, starts)}
-        elif code not in (0, 3) and not killed:
+        # only the first child of a worker sees a fresh HOME: it says what the import writes
+        results = _Results(folder / f"results{starts}.jsonl", observations,
+                           startup if starts == 1 else [])  # fmt: skip
+        with open(folder / f"child{starts}.log", "wb") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "fuzz.child", str(cases_file), str(results.path)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            killed = None
+            while child.poll() is None:
+                results.read()
+                if results.current and results.running() > limits[results.current] + GRACE:
+                    child.kill()
+                    child.wait()
+                    killed = f"killed after {results.running():.0f} s without returning"
+                time.sleep(0.05)
+        results.read()
+        if results.current is not None:
+            died = killed or _death(child.returncode, folder, starts)
+            observations[results.current] = {"hang" if killed else "crash": died}
+        elif child.returncode not in (0, 3):
             # the child died before its first case: every remaining case fails the same way
             for case in pending:
-                observations.setdefault(case["id"], {"crash": _death(code, folder, starts)})
+                observations.setdefault(case["id"], {"crash": _death(child.returncode, folder,
+                                                                     starts)})  # fmt: skip
         pending = [case for case in pending if case["id"] not in observations]
 
 
-def _read(results_file: Path, current, since, observations: dict, startup: list):
-    """Take in a child's results so far: (the case in flight, since when)."""
-    if not results_file.exists():
-        return current, since
-    for line in results_file.read_text().splitlines():
-        try:
+class _Results:
+    """A child's results file, read as it grows: observations, and the case in flight."""
+
+    def __init__(self, path: Path, observations: dict, startup: list):
+        self.path, self.observations, self.startup = path, observations, startup
+        self.offset, self.current, self.since = 0, None, 0.0
+
+    def running(self) -> float:
+        """Seconds since the case in flight started."""
+        return time.monotonic() - self.since
+
+    def read(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a last line may still be being written
+        self.offset += len(complete)
+        for line in complete.splitlines():
             entry = json.loads(line)
-        except ValueError:
-            continue  # a line still being written
-        if "startup" in entry:
-            startup[:] = entry["startup"]
-        elif "start" in entry:
-            if entry["start"] not in observations and entry["start"] != current:
-                current, since = entry["start"], time.monotonic()
-        elif "id" in entry:
-            observations[entry["id"]] = entry["observation"]
-            if entry["id"] == current:
-                current = None
-    return current, since
+            if "startup" in entry:
+                self.startup[:] = entry["startup"]
+            elif "start" in entry:
+                self.current, self.since = entry["start"], time.monotonic()
+            else:
+                self.observations[entry["id"]] = entry["observation"]
+                self.current = None
 
 
 def _death(code: int, folder: Path, starts: int) -> str:

@@ -118,83 +118,66 @@ def _bytes(i: int) -> Case:
 
 
 JUNK_TEXT = ["abc", "", "null", "[]", "{}", "nan", "1e309", "-1", "0", "\n", "é", "x" * 300]
+OP_TYPES = ["Sigmoid", "Relu", "Conv", "MatMul", "Loop", "Identity", "NoSuchOp", "", "Softmax",
+            "MaxPool", "Clip", "Max"]  # fmt: skip
 
 
-def _mutate_proto(model: onnx.ModelProto, rng: random.Random) -> str:
-    """One structural edit of a model: op types, wiring, shapes, dtypes, attributes, opsets,
-    metadata. Returns what it did."""
-    graph = model.graph
-    node = rng.choice(graph.node)
-    tensor = rng.choice(graph.initializer) if graph.initializer else None
-    kind = rng.choice(
-        [
-            "op",
-            "drop",
-            "wire",
-            "dim",
-            "dtype",
-            "raw",
-            "dims",
-            "opset",
-            "ir",
-            "attribute",
-            "outputs",
-            "rename",
-            "duplicate",
-            "value",
-            "metadata",
-            "order",
-        ]
-    )
-    if kind == "op":
-        node.op_type = rng.choice(
-            [
-                "Sigmoid",
-                "Relu",
-                "Conv",
-                "MatMul",
-                "Loop",
-                "Identity",
-                "NoSuchOp",
-                "",
-                "Softmax",
-                "MaxPool",
-                "Clip",
-                "Max",
-            ]
-        )
-    elif kind == "drop":
-        graph.node.remove(node)
-    elif kind == "wire" and node.input:
-        later = [n.output[0] for n in graph.node if n.output][-1]
-        j = rng.randrange(len(node.input))
-        node.input[j] = rng.choice(["nowhere", node.output[0], later, "", graph.input[0].name])
-    elif kind == "dim":
-        value = rng.choice([graph.input[0], graph.output[0]])
-        dims = value.type.tensor_type.shape.dim
-        if dims:
-            dim = rng.choice(dims)
-            choice = rng.choice([0, 1, 7, 10**9, 2**62, -3, "Q", None])
-            if choice is None:
-                dim.Clear()
-            elif isinstance(choice, str):
-                dim.dim_param = choice
-            else:
-                dim.dim_value = choice
-    elif kind == "dtype" and tensor is not None:
-        tensor.data_type = rng.choice([11, 7, 10, 8, 0, 99, 16])
-    elif kind == "raw" and tensor is not None and tensor.raw_data:
-        tensor.raw_data = rng.choice(
-            [tensor.raw_data[: len(tensor.raw_data) // 2], tensor.raw_data + b"\0" * 7, b""]
-        )
-    elif kind == "dims" and tensor is not None and tensor.dims:
+def _op(model, node, tensor, rng):
+    node.op_type = rng.choice(OP_TYPES)
+
+
+def _drop(model, node, tensor, rng):
+    model.graph.node.remove(node)
+
+
+def _wire(model, node, tensor, rng):
+    """A node input made undefined, a self-loop, a cycle, empty, or the graph input."""
+    if node.input:
+        last = [n.output[0] for n in model.graph.node if n.output][-1]
+        choices = ["nowhere", node.output[0], last, "", model.graph.input[0].name]
+        node.input[rng.randrange(len(node.input))] = rng.choice(choices)
+
+
+def _dim(model, node, tensor, rng):
+    values = [*model.graph.input[:1], *model.graph.output[:1]]
+    dims = rng.choice(values).type.tensor_type.shape.dim
+    if dims:
+        dim, value = rng.choice(dims), rng.choice([0, 1, 7, 10**9, 2**62, -3, "Q", None])
+        if value is None:
+            dim.Clear()
+        elif isinstance(value, str):
+            dim.dim_param = value
+        else:
+            dim.dim_value = value
+
+
+def _dtype(model, node, tensor, rng):
+    if tensor is not None:
+        tensor.data_type = rng.choice([11, 7, 10, 8, 0, 99, 16])  # double .. bfloat16, bad ones
+
+
+def _raw(model, node, tensor, rng):
+    if tensor is not None and tensor.raw_data:
+        data = tensor.raw_data
+        tensor.raw_data = rng.choice([data[: len(data) // 2], data + b"\0" * 7, b""])
+
+
+def _dims(model, node, tensor, rng):
+    if tensor is not None and tensor.dims:
         k = rng.randrange(len(tensor.dims))
         tensor.dims[k] = rng.choice([0, 1, tensor.dims[k] * 2, 10**9])
-    elif kind == "opset":
-        model.opset_import[0].version = rng.choice([1, 6, 9, 11, 17, 21, 99, 0])
-    elif kind == "ir":
-        model.ir_version = rng.choice([0, 1, 3, 99])
-    elif kind == "attribute" and node.attribute:
+
+
+def _opset(model, node, tensor, rng):
+    model.opset_import[0].version = rng.choice([1, 6, 9, 11, 17, 21, 99, 0])
+
+
+def _ir(model, node, tensor, rng):
+    model.ir_version = rng.choice([0, 1, 3, 99])
+
+
+def _attribute(model, node, tensor, rng):
+    if node.attribute:
         attr = rng.choice(node.attribute)
         if attr.ints:
             attr.ints[:] = [rng.choice([0, -5, 10**9])] * len(attr.ints)
@@ -202,33 +185,66 @@ def _mutate_proto(model: onnx.ModelProto, rng: random.Random) -> str:
             attr.f = rng.choice([math.nan, math.inf, -1.0])
         else:
             attr.i = rng.choice([7, -1, 0])
-    elif kind == "outputs":
-        choice = rng.choice(["remove", "duplicate", "rename"])
-        if choice == "remove":
-            del graph.output[:]
-        elif choice == "duplicate":
-            graph.output.append(graph.output[0])
-        else:
-            graph.output[0].name = "nowhere"
-    elif kind == "rename":
-        graph.input[0].name = "renamed"
-    elif kind == "duplicate":
-        graph.node.append(node)
-    elif kind == "value" and tensor is not None:
+
+
+def _outputs(model, node, tensor, rng):
+    outputs = model.graph.output
+    choice = rng.choice(["remove", "duplicate", "rename"])
+    if choice == "remove":
+        del outputs[:]
+    elif outputs and choice == "duplicate":
+        outputs.append(outputs[0])
+    elif outputs:
+        outputs[0].name = "nowhere"
+
+
+def _rename_input(model, node, tensor, rng):
+    model.graph.input[0].name = "renamed"
+
+
+def _duplicate(model, node, tensor, rng):
+    model.graph.node.append(node)
+
+
+def _value(model, node, tensor, rng):
+    """One weight set to NaN, Inf or 3e38."""
+    if tensor is not None:
         array = numpy_helper.to_array(tensor).copy()
         if array.size and array.dtype.kind == "f":
             array.flat[rng.randrange(array.size)] = rng.choice([np.nan, np.inf, 3e38])
             tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
-    elif kind == "metadata":
-        entry = model.metadata_props.add()
-        entry.key = rng.choice(["pathonnx.preprocess", "pathonnx.labels"])
-        entry.value = rng.choice(JUNK_TEXT)
-    elif kind == "order" and len(graph.node) > 1:
-        nodes = list(graph.node)
-        rng.shuffle(nodes)
-        del graph.node[:]
-        graph.node.extend(nodes)
-    return f"{kind} ({node.name or node.op_type})"
+
+
+def _metadata_entry(model, node, tensor, rng):
+    entry = model.metadata_props.add()
+    entry.key = rng.choice(["pathonnx.preprocess", "pathonnx.labels"])
+    entry.value = rng.choice(JUNK_TEXT)
+
+
+def _order(model, node, tensor, rng):
+    """The nodes shuffled: no longer in topological order."""
+    nodes = list(model.graph.node)
+    rng.shuffle(nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+#: Structural edits of a model, by name: ``edit(model, node, tensor, rng)``, in place.
+EDITS = {"op": _op, "drop": _drop, "wire": _wire, "dim": _dim, "dtype": _dtype, "raw": _raw,
+         "dims": _dims, "opset": _opset, "ir": _ir, "attribute": _attribute,
+         "outputs": _outputs, "rename-input": _rename_input, "duplicate": _duplicate,
+         "value": _value, "metadata": _metadata_entry, "order": _order}  # fmt: skip
+
+
+def _mutate_proto(model: onnx.ModelProto, rng: random.Random) -> str:
+    """One structural edit of ``model`` (of a random node and weight); says which."""
+    if not model.graph.node:
+        return "none (no node left)"
+    node = rng.choice(model.graph.node)
+    tensor = rng.choice(model.graph.initializer) if model.graph.initializer else None
+    name = rng.choice(sorted(EDITS))
+    EDITS[name](model, node, tensor, rng)
+    return f"{name} ({node.name or node.op_type})"
 
 
 def _proto(i: int) -> Case:
@@ -245,12 +261,8 @@ def _proto(i: int) -> Case:
 
 
 def _image(i: int) -> Case:
-    files = [
-        ("digit.png", "digits_mlp"),
-        ("shape.png", "shapes_vgg"),
-        ("digits.npy", "digits_mlp"),
-        ("shapes.npy", "shapes_resnet"),
-    ]
+    files = [("digit.png", "digits_mlp"), ("shape.png", "shapes_vgg"),
+             ("digits.npy", "digits_mlp"), ("shapes.npy", "shapes_resnet")]  # fmt: skip
     source, model = files[i % len(files)]
 
     def build(ctx):
@@ -321,30 +333,15 @@ def _param(i: int) -> Case:
 
 
 PREPROCESS_VALUES = {
-    "size": [
-        "abc",
-        None,
-        [],
-        [0, 0],
-        [-1, 8],
-        [8],
-        [8, 8],
-        [8, 8, 8],
-        [1e9, 1e9],
-        8,
-        8.5,
-        True,
-        {"a": 1},
-        ["8", "8"],
-        [10**12, 10**12],
-    ],
+    "size": ["abc", None, [], [0, 0], [-1, 8], [8], [8, 8], [8, 8, 8], [1e9, 1e9], 8, 8.5, True,
+             {"a": 1}, ["8", "8"], [10**12, 10**12]],
     "color": ["grey", "rgb", "bgr", "GREY", "cmyk", None, 3, ""],
     "scale": ["x", None, -1, 0, 0.5, [1, 2], math.inf, math.nan],
     "mean": [[0.0], [0.1, 0.2], "0.5,0.5", "abc", [], None, [math.nan]],
     "std": [[1.0], [0.0], [-1], "x", [], None, [math.inf]],
     "layout": ["NCHW", "NHWC", "nchw", "XYZ", None, 1],
     "resize": ["stretch", "shorter", "none", "zoom", None],
-}
+}  # fmt: skip
 
 
 def _metadata_seeded(i: int) -> Case:
@@ -368,11 +365,5 @@ def _metadata_seeded(i: int) -> Case:
     return Case(f"seeded/metadata/{i:04d}", build)
 
 
-_FAMILIES = {
-    "truncate": _truncate,
-    "bytes": _bytes,
-    "proto": _proto,
-    "image": _image,
-    "param": _param,
-    "metadata": _metadata_seeded,
-}
+_FAMILIES = {"truncate": _truncate, "bytes": _bytes, "proto": _proto, "image": _image,
+             "param": _param, "metadata": _metadata_seeded}  # fmt: skip
