@@ -1,11 +1,14 @@
-"""The fuzz suite: every case of ``fuzz.corpus`` must keep the bad-input contract (issue 14).
+"""The fuzz suite: every fuzz case must keep the bad-input contract (DESIGN §5-6, issue 14).
 
-Each case is one test id (``test_case[<family>/<name>...]``). The corpus is built at test time
-under pytest's tmp path, then the cases run in a few child processes (``fuzz.harness``), each
-case through click's CliRunner in the child with its address space capped. Each is judged
-clause by clause (``fuzz.contract.CLAUSES``): the exit code, no internal error, no traceback,
-one line on stderr, no warnings, every input byte-identical, nothing written outside the chosen
-output, strict JSON, memory under the cap, no hang, no crash.
+Each case (``fuzz.fixed``, ``fuzz.seeded``) is one test id, ``test_case[<family>/<name>...]``.
+The corpus is built at test time under pytest's tmp path, then the cases run in a few child
+processes (``fuzz.harness``), each case through click's CliRunner in the child, with its
+address space capped. Each is judged clause by clause (``fuzz.contract.CLAUSES``): the exit
+code, no internal error, no traceback, one line on stderr, no warnings, every input
+byte-identical, nothing written outside the chosen output, strict JSON, memory under the cap,
+``pathonnx.load`` raising only pathonnx's errors, no hang, no crash. ``test_home_untouched``
+checks what the whole run wrote under $HOME (and $TMPDIR while importing; each child has
+its own, empty at the start).
 
 A summary (cases by outcome, failures by clause) ends pytest's report and is written, with
 every observation, to ``summary.txt``, ``summary.json`` and ``results.jsonl`` in the run's
@@ -75,22 +78,25 @@ class FuzzRun:
         verdicts = list(self.verdicts.values())
         data = summary(verdicts)
         data["seed"], data["seeded_cases"], data["workers"] = SEED, COUNT, WORKERS
-        self.text = summary_text(data, self.seconds) + f"\n(details: {folder})"
+        data["home_writes"] = self.home_writes()
+        self.text = summary_text(data, self.seconds)
+        if data["home_writes"]:
+            self.text += f"\nfiles written under $HOME: {len(data['home_writes'])}"
+        self.text += f"\n(details: {folder})"
         (folder / "summary.json").write_text(json.dumps(data, indent=1))
         (folder / "summary.txt").write_text(self.text + "\n" + self.failures_text() + "\n")
         with open(folder / "results.jsonl", "w") as out:
             for case_id, v in self.verdicts.items():
-                out.write(
-                    json.dumps(
-                        {
-                            "id": case_id,
-                            "run": v.run.to_dict(),
-                            "broken": v.broken,
-                            "observation": v.observation,
-                        }
-                    )
-                    + "\n"
-                )
+                row = {"id": case_id, "run": v.run.to_dict(), "broken": v.broken,
+                       "observation": v.observation}  # fmt: skip
+                out.write(json.dumps(row) + "\n")
+
+    def home_writes(self) -> list[str]:
+        """Files written under $HOME: by the import (each child's first start), by a case."""
+        writes = [f"importing pathonnx: {w}" for w in self.startup or []]
+        writes += [f"{case_id}: {w}" for case_id, v in self.verdicts.items()
+                   for w in v.observation.get("home", [])]  # fmt: skip
+        return [shorten(w, self.roots) for w in writes]
 
     def failures_text(self) -> str:
         """Failing cases grouped by clause, one line each."""
@@ -149,12 +155,7 @@ def test_home_untouched(fuzz_run: FuzzRun):
     with a read-only HOME such writes turn into warnings on stderr."""
     if fuzz_run.startup is None:
         pytest.skip("no case ran, so no child process started")
-    writes = [f"importing pathonnx: {w}" for w in fuzz_run.startup]
-    writes += [
-        f"{case_id}: {w}"
-        for case_id, v in fuzz_run.verdicts.items()
-        for w in v.observation.get("home", [])
-    ]
+    writes = fuzz_run.home_writes()
     if writes:
-        text = "\n  ".join(shorten(w, fuzz_run.roots) for w in writes)
+        text = "\n  ".join(writes)
         pytest.fail(f"written under $HOME:\n  {text}", pytrace=False)
