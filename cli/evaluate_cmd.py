@@ -17,6 +17,7 @@ from pathonnx.evaluation.evaluate import (
     csv_text,
     curves_png,
     evaluate,
+    has_curves,
     table_markdown,
     table_text,
 )
@@ -131,5 +132,5 @@ def run_evaluate(model, data, **opts) -> None:
     click.echo(table_text(results))
     wrote = ["results.json", "results.csv", "results.md"] + (["curves.png"] if png else [])
     click.echo(f"wrote {', '.join(str(out / w) for w in wrote)}")
-    if png is None:
+    if png is None and has_curves(results):
         click.echo("note: install matplotlib for curves.png", err=True)

@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 import click
+import numpy as np
 
 import pathonnx
 from pathonnx.errors import InputError, PathonnxError, one_line
@@ -56,7 +57,8 @@ class Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with np.errstate(all="ignore"):  # non-finite results are errors of their own
+                return super().invoke(ctx)
         except click.UsageError as err:  # a command, its options and arguments
             raise OneLineUsageError(err) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):

@@ -12,9 +12,13 @@ import unicodedata
 def one_line(text) -> str:
     """``text`` on one line: control characters and line breaks (say, a newline in a file or
     label name) written as escapes, as ``repr`` writes them."""
-    return "".join(
-        repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(text)
-    )
+    return "".join(repr(c)[1:-1] if has_control(c) else c for c in str(text))
+
+
+def has_control(text) -> bool:
+    """Whether ``text`` holds a control character or a line break (which :func:`one_line`
+    would escape)."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in str(text))
 
 
 class PathonnxError(Exception):

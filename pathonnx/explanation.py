@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine import Model, as_batch, load, softmax
-from .errors import InputError
+from .errors import InputError, has_control
 from .images import (
     Preprocess,
     Sample,
@@ -237,6 +237,12 @@ def model_labels(model: Model, labels=None) -> list[str]:
         except ValueError:
             labels = None
     labels = [str(v) for v in labels] if isinstance(labels, list) else []
+    broken = next((label for label in labels if has_control(label)), None)
+    if broken is not None:
+        raise InputError(
+            f"the label {broken!r} holds a line break or control character, which no report "
+            "can carry; give each label on one line"
+        )
     if labels and len(labels) != model.num_outputs:
         raise InputError(
             f"{len(labels)} labels given but the model has {model.num_outputs} outputs; give "

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, has_control
 
 #: Most bytes read from a text or JSON file: labels, sample indexes, cache records.
 MAX_TEXT_BYTES = 16 << 20
@@ -185,6 +185,11 @@ def open_input(path, what: str, limit: int | None, error=InputError, note: bool 
     ``limit`` bytes (None: any size), and (with ``note``) recorded as an input of the running
     command. ``what`` names it in messages ("the labels file"); ``error`` is the exception
     raised."""
+    if has_control(os.fspath(path)):
+        raise error(
+            f"{path}: the name of {what} holds a line break or control character, which no "
+            "report or output name can carry; rename the file"
+        )
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))

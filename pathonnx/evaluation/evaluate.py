@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -453,9 +454,18 @@ def _csv_number(value: float | None) -> str:
     return "nan" if value is None else f"{value:.6g}"
 
 
+def has_curves(results: Results) -> bool:
+    """Whether ``results`` hold insertion or deletion curves to draw."""
+    return any(results.curves(name) for name in ("insertion", "deletion"))
+
+
 def curves_png(results: Results) -> bytes | None:
     """Insertion and deletion curves per method (mean over inputs) as PNG; None without
-    matplotlib or without curves."""
+    matplotlib (see :func:`has_curves`) or without curves. matplotlib's own log (a warning
+    where its cache folder under HOME cannot be written) is kept to errors."""
+    if not has_curves(results):
+        return None
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # before its first import
     try:
         import matplotlib
 
@@ -465,8 +475,6 @@ def curves_png(results: Results) -> bytes | None:
         return None
     panels = [(name, results.curves(name)) for name in ("insertion", "deletion")]
     panels = [(name, c) for name, c in panels if c]
-    if not panels:
-        return None
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     summary = results.summary()
     for ax, (name, curves) in zip(axes[0], panels):

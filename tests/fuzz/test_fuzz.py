@@ -45,6 +45,10 @@ assert len({c.id for c in CASES}) == len(CASES), "two cases share an id"
 SUMMARY = pytest.StashKey[str]()
 
 
+#: Where matplotlib keeps its font cache under HOME (see :meth:`FuzzRun.home_writes`).
+MATPLOTLIB_CACHE = "/.cache/matplotlib/"
+
+
 class FuzzRun:
     """The corpus of one session, built and run once: each case's verdict by id."""
 
@@ -92,11 +96,14 @@ class FuzzRun:
                 out.write(json.dumps(row) + "\n")
 
     def home_writes(self) -> list[str]:
-        """Files written under $HOME: by the import (each child's first start), by a case."""
+        """Files written under $HOME: by the import (each child's first start), by a case.
+        matplotlib's font cache is left out: it is matplotlib's, shared with every program that
+        draws with it, and built once per machine where HOME can be written (where it cannot,
+        pathonnx keeps matplotlib's warning about it off stderr: the stderr clause)."""
         writes = [f"importing pathonnx: {w}" for w in self.startup or []]
         writes += [f"{case_id}: {w}" for case_id, v in self.verdicts.items()
                    for w in v.observation.get("home", [])]  # fmt: skip
-        return [shorten(w, self.roots) for w in writes]
+        return [shorten(w, self.roots) for w in writes if MATPLOTLIB_CACHE not in w]
 
     def failures_text(self) -> str:
         """Failing cases grouped by clause, one line each."""
