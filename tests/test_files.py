@@ -328,12 +328,14 @@ def test_non_finite_pixels_are_one_line_without_warnings(work):
 # -- one line, whatever the names ----------------------------------------------------------------
 
 
-def test_control_characters_in_names_stay_on_one_line(work):
+def test_control_characters_in_names_are_refused_on_one_line(work):
+    """A line break or escape in a file or label name: refused (issue 14), the name escaped."""
     bad = work / "bad\nname\x1b[31m.png"
     bad.write_bytes(b"not an image")
     err = refused(invoke("explain", work / "m.onnx", bad, "--out", work / "out"))
-    assert "bad\\nname\\x1b[31m.png" in err
+    assert "bad\\nname\\x1b[31m.png" in err and "rename the file" in err
     (work / "labels.json").write_text(json.dumps([f"class\n{i}" for i in range(10)]))
     result = invoke("explain", work / "m.onnx", work / "d.png", "--labels", work / "labels.json",
-                    "--target", "nope", "--out", work / "out")  # fmt: skip
-    assert "class\\n0" in refused(result, "nope")
+                    "--out", work / "out")  # fmt: skip
+    err = refused(result, "control character")
+    assert "class\\n0" in err and not (work / "out").exists()

@@ -27,6 +27,7 @@ Definitions (docs/ARCHITECTURE.md, Semantics):
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -291,12 +292,15 @@ def iter_cascade(model: Model, seed: int = 0, layers: int | None = None):
     for j in range(1, cascade_size(model, layers) + 1):
         m = load(model.graph.randomized(j, seed), model.input_shape, model.device,
                  model.precision)  # fmt: skip
-        if readout is None:
-            yield m
-        elif readout.at is not None:  # the same position or region of the dense output
-            yield m.readout(at=readout.at)
-        else:
-            yield m.readout(mask=readout.weights)
+        if readout is not None:  # the same position or region of the dense output
+            m = (
+                m.readout(at=readout.at)
+                if readout.at is not None
+                else m.readout(mask=readout.weights)
+            )
+        yield m
+        del m  # then collect it now: reference cycles would hold its sessions and weights
+        gc.collect()  # until a collection that counts objects, not bytes, came by
 
 
 # -- pathways ----------------------------------------------------------------------------------
