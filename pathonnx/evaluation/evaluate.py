@@ -371,6 +371,7 @@ class _Run:
             sims = [[] for _ in range(n)]
             for randomized in self.cascade():
                 again = METHODS[method].run(randomized, x, target, **params)
+                del randomized  # freed before the next model loads (M.iter_cascade)
                 for i in range(n):
                     sims[i].append(M.similarity(attribution[i], again[i]))
             for r, layer_sims in zip(out, sims):
