@@ -207,9 +207,12 @@ def _duplicate(model, node, tensor, rng):
 
 
 def _value(model, node, tensor, rng):
-    """One weight set to NaN, Inf or 3e38."""
+    """One weight set to NaN, Inf or 3e38 (none where an edit before broke the tensor)."""
     if tensor is not None:
-        array = numpy_helper.to_array(tensor).copy()
+        try:
+            array = numpy_helper.to_array(tensor).copy()
+        except (ValueError, TypeError):  # its dtype or dims no longer fit its data
+            return
         if array.size and array.dtype.kind == "f":
             array.flat[rng.randrange(array.size)] = rng.choice([np.nan, np.inf, 3e38])
             tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
