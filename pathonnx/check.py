@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Model, make_session, softmax
+from .engine import Model, make_session, running, softmax
 from .errors import PathonnxError, UnsupportedModelError
 from .graph import canonicalize, load_model
 
@@ -54,9 +54,10 @@ def self_check(model: Model, batch: int = 2, seed: int = 0) -> SelfCheck:
     proto, compared = model.graph.original_with_logits()
     session = make_session(proto, ["CPUExecutionProvider"], weights=model.graph.weights)
     name = model.reference_name if compared == "logits" else session.get_outputs()[0].name
-    expected = np.concatenate(
-        [session.run([name], {model.input_name: x[i : i + 1]})[0] for i in range(batch)]
-    ).reshape(batch, -1)
+    with running():
+        expected = np.concatenate(
+            [session.run([name], {model.input_name: x[i : i + 1]})[0] for i in range(batch)]
+        ).reshape(batch, -1)
     got = model.forward(x).logits
     if compared == "output" and model.softmax_stripped:
         got = softmax(got)

@@ -557,3 +557,26 @@ def test_a_constant_too_large_to_fold_prints_nothing_but_the_verdict(tmp_path):
     done = run_cli(["check", path])
     assert done.returncode == 1 and "NOT explainable" in done.stdout, done.stdout
     assert "ConstantOfShape" in done.stdout and not done.stderr, done.stderr
+
+
+def test_a_model_onnxruntime_cannot_run_is_a_load_error(tmp_path):
+    """A Conv with group 0 passes the checks of reading and fails only when onnxruntime runs
+    it: that failure is a ModelLoadError (exit 2), not an internal error."""
+    w = np.ones((3, 2, 1, 1), np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], group=0),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["y"])]  # fmt: skip
+    shapes = {"inputs": [info("x", ["N", 2, 4, 4])], "outputs": [info("y", ["N", 48])]}
+    model = graph_model(nodes, [numpy_helper.from_array(w, "w")], **shapes)
+    path = tmp_path / "group0.onnx"
+    onnx.save(model, path)
+    result = pathonnx.check_model(path)
+    assert result.exit_code == 2 and "cannot run it in onnxruntime" in result.error, result.error
+    with pytest.raises(pathonnx.ModelLoadError, match="cannot run it in onnxruntime"):
+        pathonnx.explain(path, np.ones((1, 2, 4, 4), np.float32))
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((1, 2, 4, 4), np.float32))
+    before = snapshot(tmp_path)
+    out = CliRunner().invoke(main, ["explain", str(path), str(x), "-o", str(tmp_path / "out")])
+    assert out.exit_code == 2 and one_line(out.stderr), out.output
+    assert "internal error" not in out.stderr and snapshot(tmp_path) == before

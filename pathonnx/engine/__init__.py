@@ -12,7 +12,7 @@ from .adjoint import build_adjoint, build_frozen
 from .forward import Forward, as_batch, check_target, one_hot, softmax
 from .linear import Linear, LinearEngine
 from .model import Model, load
-from .resident import Device, OnDevice, device_value
+from .resident import Device, OnDevice, device_value, running
 from .session import DEVICES, make_session, providers_for
 from .sparse import SparseWalker, TooDense
 from .sweep import (
@@ -45,6 +45,7 @@ __all__ = [
     "gate_cotangents",
     "load",
     "make_session",
+    "running",
     "masks_and_counts",
     "network_top",
     "one_hot",

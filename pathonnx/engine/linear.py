@@ -28,7 +28,7 @@ from .forward import (
     pattern_outputs,
 )
 from .memory import ROW_BYTES_PER_ELEMENT, check_run, largest_batch
-from .resident import Device, OnDevice, OrtValue, device_value
+from .resident import Device, OnDevice, OrtValue, device_value, running
 from .session import device_memory, make_session, node_providers, provider_names
 from .sparse import SparseWalker
 
@@ -169,10 +169,11 @@ class LinearEngine:
         name, step = self.graph.logits_name, max(1, int(batch))
         self.check_memory(min(step, len(x)))
         _, session = self._cached(("logits",), self.graph.logits_only)
-        runs = [
-            session.run([name], {self.graph.input_name: x[i : i + step]})[0]
-            for i in range(0, len(x), step)
-        ]
+        with running():
+            runs = [
+                session.run([name], {self.graph.input_name: x[i : i + step]})[0]
+                for i in range(0, len(x), step)
+            ]
         return finite_logits(np.concatenate(runs), x)
 
     def scaled_forward(self, x: np.ndarray, scales: dict) -> Forward:

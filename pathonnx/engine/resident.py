@@ -10,12 +10,46 @@ the CPU provider the same code runs, and :meth:`Device.host` is a view, not a co
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import onnxruntime as ort
 
+from ..graph.boundary import model_error
+
 OrtValue = ort.OrtValue
+
+
+#: onnxruntime's exceptions for a graph it could not run: its pybind11 types (whose only base
+#: is Exception) and the RuntimeError that a run with IOBinding raises ("Error in execution").
+RUNTIME_ERRORS = (RuntimeError,) + tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, name)
+    for name in (
+        "Fail",
+        "InvalidArgument",
+        "RuntimeException",
+        "EPFail",
+        "InvalidGraph",
+        "NotImplemented",
+        "InvalidProtobuf",
+        "NoModel",
+        "EngineError",
+    )  # fmt: skip
+    if hasattr(ort.capi.onnxruntime_pybind11_state, name)
+)
+
+
+@contextlib.contextmanager
+def running():
+    """Around an onnxruntime call only: its failure to run a graph of the model becomes a
+    :class:`~pathonnx.errors.ModelLoadError` (:func:`~pathonnx.graph.boundary.model_error`).
+    A model whose declared shapes or attributes do not fit its weights can pass the checks of
+    reading it and fail only when it runs (a Conv with a group of 0)."""
+    try:
+        yield
+    except RUNTIME_ERRORS as err:
+        raise model_error("the model", "run it in onnxruntime", err) from err
 
 
 class Device:
@@ -69,7 +103,8 @@ class Device:
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name in outputs:
             binding.bind_output(name, self.name)
-        session.run_with_iobinding(binding)
+        with running():
+            session.run_with_iobinding(binding)
         return binding.get_outputs()
 
 

@@ -36,7 +36,7 @@ def library_error(err: BaseException) -> str:
 def model_error(name: str, step: str, err: BaseException) -> PathonnxError:
     """The error for a library's exception ``err`` met while doing ``step`` on model ``name``:
     an :class:`InputError` when memory ran out, else a :class:`ModelLoadError`."""
-    if isinstance(err, MemoryError):
+    if isinstance(err, MemoryError) or "Failed to allocate memory" in str(err):  # onnxruntime's
         return InputError(
             f"{name}: not enough memory to {step} ({library_error(err)}); free memory, or use a "
             "smaller --batch or input size (--size)"
