@@ -441,10 +441,18 @@ def test_the_budget_says_which_batch_fits(monkeypatch):
     model.check_memory(5)
     with pytest.raises(pathonnx.InputError, match=r"a batch of 16 .* pass --batch 5 or less"):
         model.check_memory(16)
-    x = np.zeros((6, *model.input_shape), np.float32)
+    x = np.random.default_rng(0).standard_normal((6, *model.input_shape)).astype(np.float32)
+    forward_only = run_bytes(model.engine.tensor_bytes, 1, rows=False)  # no adjoint row
+    monkeypatch.setenv(BUDGET_VARIABLE, str(5 * forward_only))
     with pytest.raises(pathonnx.InputError, match="a batch of 6"):
         model.forward(x)
-    assert model.logits(x, batch=3).shape == (6, model.num_outputs)  # two calls of 3
+    one_by_one = model.logits(x, batch=1)
+    # a logits-only batch is a throughput setting: run in calls of 5 instead of refused
+    np.testing.assert_allclose(model.logits(x, batch=64), one_by_one, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv(BUDGET_VARIABLE, str(forward_only // 2))
+    with pytest.raises(pathonnx.InputError, match="one sample needs"):
+        model.logits(x, batch=64)
+    monkeypatch.setenv(BUDGET_VARIABLE, str(5 * per_sample))
     monkeypatch.setenv(BUDGET_VARIABLE, "lots")
     with pytest.raises(pathonnx.InputError, match=f"{BUDGET_VARIABLE}='lots'"):
         model.check_memory(1)

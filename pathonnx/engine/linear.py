@@ -155,7 +155,7 @@ class LinearEngine:
         The pattern stays on the device (:class:`~pathonnx.engine.resident.OnDevice`): the
         adjoint calls bind it where it is, and it comes to numpy only where code reads it."""
         x = as_batch(x, self.graph.input_shape)
-        self.check_memory(len(x))
+        self.check_memory(len(x), rows=False)
         session = self.session  # built first: a provider that fails says so before any copy
         names, on = pattern_outputs(self.graph), self.dev.put(x)
         found = self.dev.run(session, {self.graph.input_name: on}, names)
@@ -164,10 +164,12 @@ class LinearEngine:
         return pattern(self.graph, x, values, logits)
 
     def logits(self, x, batch: int = 64) -> np.ndarray:
-        """Logits only, (N, K), ``batch`` samples per onnxruntime call."""
+        """Logits only, (N, K), ``batch`` samples per onnxruntime call, fewer where that many
+        would not fit the memory budget."""
         x = as_batch(x, self.graph.input_shape)
-        name, step = self.graph.logits_name, max(1, int(batch))
-        self.check_memory(min(step, len(x)))
+        self.check_memory(1, rows=False)
+        fits = largest_batch(self.tensor_bytes, rows=False)
+        name, step = self.graph.logits_name, max(1, min(int(batch), fits))
         _, session = self._cached(("logits",), self.graph.logits_only)
         with running():
             runs = [
@@ -357,11 +359,12 @@ class LinearEngine:
             self._tensor_bytes = self.graph.tensor_bytes()
         return self._tensor_bytes
 
-    def check_memory(self, batch: int) -> None:
+    def check_memory(self, batch: int, rows: bool = True) -> None:
         """Raise :class:`InputError` when a run at ``batch`` samples is estimated to need more
-        memory than the budget (:mod:`pathonnx.engine.memory`), before it allocates."""
+        memory than the budget (:mod:`pathonnx.engine.memory`), before it allocates; without
+        ``rows``, a forward pass alone."""
         shape = "x".join(map(str, self.graph.input_shape))
-        check_run(self.tensor_bytes, batch, f"{self.graph.source} at input {shape}")
+        check_run(self.tensor_bytes, batch, f"{self.graph.source} at input {shape}", rows)
 
     def largest_batch(self) -> int:
         """The most samples a run may take within the memory budget (0: not one)."""

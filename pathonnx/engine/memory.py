@@ -9,7 +9,9 @@ estimate of a run at batch N (:func:`run_bytes`) is
 
 F the forward pass with every activation kept (the pattern keeps every gate's output), R one
 adjoint row (what onnxruntime holds while a cotangent row walks back, as measured for
-:meth:`~pathonnx.engine.linear.LinearEngine.rows_per_call`). A run whose estimate exceeds
+:meth:`~pathonnx.engine.linear.LinearEngine.rows_per_call`; none for a forward pass alone).
+A logits-only pass runs in chunks that fit instead of being refused: its batch is a throughput
+setting. Any other run whose estimate exceeds
 :func:`memory_budget` is refused with a one-line :class:`InputError` that says what to pass
 instead: a smaller ``--batch`` when one sample fits, else a smaller input size.
 
@@ -60,12 +62,13 @@ def memory_budget() -> int:
     return int(float(match[1]) * _UNITS[match[2].upper()])
 
 
-def run_bytes(tensor_bytes: list[int], batch: int) -> int:
+def run_bytes(tensor_bytes: list[int], batch: int, rows: bool = True) -> int:
     """The estimate of a run at ``batch`` samples (see the module docstring), from the bytes
-    per sample of every tensor the forward pass computes (``Canonical.tensor_bytes``)."""
+    per sample of every tensor the forward pass computes (``Canonical.tensor_bytes``);
+    without ``rows``, of a forward pass alone (no adjoint row)."""
     forward = sum(tensor_bytes)
     largest = max(tensor_bytes, default=0) // 4  # elements, at 4 bytes each
-    return int(batch) * (forward + ROW_BYTES_PER_ELEMENT * largest)
+    return int(batch) * (forward + (ROW_BYTES_PER_ELEMENT * largest if rows else 0))
 
 
 def shown_bytes(count: int) -> str:
@@ -76,20 +79,21 @@ def shown_bytes(count: int) -> str:
     return f"{count / (1 << 20):.3g} MiB"
 
 
-def largest_batch(tensor_bytes: list[int]) -> int:
+def largest_batch(tensor_bytes: list[int], rows: bool = True) -> int:
     """The most samples a run may take within :func:`memory_budget` (0: not even one)."""
-    return memory_budget() // max(1, run_bytes(tensor_bytes, 1))
+    return memory_budget() // max(1, run_bytes(tensor_bytes, 1, rows))
 
 
-def check_run(tensor_bytes: list[int], batch: int, what: str) -> None:
+def check_run(tensor_bytes: list[int], batch: int, what: str, rows: bool = True) -> None:
     """Raise :class:`InputError` when a run at ``batch`` is estimated to need more than
     :func:`memory_budget`; ``what`` names the model and its input for the message (e.g.
-    "model.onnx at input 3x224x224"). The message says what to pass instead."""
+    "model.onnx at input 3x224x224"); ``rows``: as :func:`run_bytes`. The message says what
+    to pass instead."""
     budget = memory_budget()
-    need = run_bytes(tensor_bytes, batch)
+    need = run_bytes(tensor_bytes, batch, rows)
     if need <= budget:
         return
-    one = run_bytes(tensor_bytes, 1)
+    one = run_bytes(tensor_bytes, 1, rows)
     limit = f"the memory budget of {shown_bytes(budget)} ({_budget_source()})"
     if one > budget:
         raise InputError(
@@ -97,7 +101,7 @@ def check_run(tensor_bytes: list[int], batch: int, what: str) -> None:
             f"one adjoint row), above {limit}; use a smaller input size (--size HxW or "
             f"--input-shape, where the model leaves it dynamic), or set {BUDGET_VARIABLE}"
         )
-    fit = largest_batch(tensor_bytes)
+    fit = largest_batch(tensor_bytes, rows)
     raise InputError(
         f"{what}: a batch of {batch} needs about {shown_bytes(need)}, above {limit}; pass "
         f"--batch {fit} or less (batch={fit} in Python), or set {BUDGET_VARIABLE}"
