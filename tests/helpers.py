@@ -1,6 +1,9 @@
-"""Small shared helpers for the tests: tiny graphs from text, and running ONNX models."""
+"""Small shared helpers for the tests: tiny graphs from text, running ONNX models, the shipped
+samples, and the command line in-process."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -35,3 +38,19 @@ def rand(*shape: int, seed: int = 0, low: float | None = None) -> np.ndarray:
 
 def ops(model: onnx.ModelProto) -> list[str]:
     return [node.op_type for node in model.graph.node]
+
+
+#: The shipped sample models, images and evaluation set.
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+VGG = SAMPLES / "shapes_vgg.onnx"
+IMAGE = SAMPLES / "images" / "shapes_006_cross+square.png"
+EVAL = SAMPLES / "eval"
+
+
+def invoke(*args):
+    """``pathonnx ARGS`` in-process (click's runner), arguments as strings."""
+    from click.testing import CliRunner
+
+    from pathonnx_cli.main import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])

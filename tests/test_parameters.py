@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import EVAL, IMAGE, VGG, invoke
 
 import pathonnx
 from pathonnx.evaluation.evaluate import SETTINGS, Settings, evaluate
@@ -21,15 +20,6 @@ from pathonnx.io import json_text
 from pathonnx.methods import METHODS, method_params
 from pathonnx.methods.registry import INTEGER, NUMBER, NUMBER_OR_UNIFORM, TEXT, WIDTH, Range
 from pathonnx_cli.main import main
-
-ROOT = Path(__file__).resolve().parent.parent
-VGG = ROOT / "sample_models" / "shapes_vgg.onnx"
-IMAGE = ROOT / "sample_models" / "images" / "shapes_006_cross+square.png"
-EVAL = ROOT / "sample_models" / "eval"
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def strict_json(text: str):

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zoo
-from click.testing import CliRunner
+from helpers import EVAL, IMAGE, VGG, invoke
 
 import pathonnx
 from pathonnx.engine import one_hot
 from pathonnx.methods.registry import check_width, max_units
 from pathonnx.ops import DECONVNET, GRADIENT, GUIDED
-from pathonnx_cli.main import main
-
-ROOT = Path(__file__).resolve().parent.parent
-VGG = ROOT / "sample_models" / "shapes_vgg.onnx"
-IMAGE = ROOT / "sample_models" / "images" / "shapes_006_cross+square.png"
-EVAL = ROOT / "sample_models" / "eval"
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
