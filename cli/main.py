@@ -13,12 +13,21 @@ import numpy as np
 import pathonnx
 from pathonnx.errors import InputError, PathonnxError, one_line
 from pathonnx.explanation import LABELS_KEY, model_labels
+from pathonnx.exporting import check_exportable, exportable_methods, save_explainer
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 from pathonnx.io import command_inputs, json_text
 
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
-from .options import check_out_file, methods_epilog, output_options, parse_size, precision
+from .options import (
+    check_out_file,
+    export_epilog,
+    method_params,
+    methods_epilog,
+    output_options,
+    parse_size,
+    precision,
+)
 from .render import check_text, inspect_text, report_text
 
 
@@ -146,6 +155,7 @@ def main(ctx, debug):
       pathonnx check sample_models/*.onnx
       pathonnx inspect sample_models/shapes_vgg.onnx
       pathonnx rewrite model.onnx -o model.canonical.onnx
+      pathonnx export model.onnx -o explainer.onnx --method saliency
     """
     ctx.obj = {"debug": debug}
     ctx.with_resource(command_inputs())  # what the command reads, no output may replace
@@ -339,6 +349,69 @@ def rewrite(model, out, input_shape, device, tf32, force, set_preprocess, set_la
     else:
         click.echo(report_text(loaded.reports))
         click.echo(f"wrote {out}")
+
+
+@main.command(epilog=export_epilog())
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the exported graph (.onnx).",
+)
+@click.option(
+    "--method",
+    required=True,
+    metavar="NAME",
+    help=f"The attribution method: {', '.join(exportable_methods())}.",
+)
+@click.option(
+    "-p",
+    "--param",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter of the method (see below), e.g. -p steps=32.",
+)
+@click.option(
+    "--input-shape",
+    type=SHAPE,
+    help="Per-sample input size, needed when the model leaves it dynamic.",
+)
+@model_only_options
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def export(model, out, method, param, input_shape, output, size, force, as_json):  # fmt: skip
+    """Write MODEL and an attribution method as one ONNX graph: OUT returns the prediction
+    and its explanation in any onnxruntime, with no pathonnx.
+
+    OUT's inputs: the model's input (N, ...; any batch) and `target` (N,) int64, which may be
+    left out: the target is then the argmax of the logits. Its outputs: `logits` (N, K) and
+    `attribution`, shaped like the input. Weights are inside the file; its metadata records the
+    method, its parameters, the model's sha256 and pathonnx's version. The attribution equals
+    `pathonnx explain --method NAME`'s on the same input and target.
+
+    \b
+    Examples:
+      pathonnx export sample_models/shapes_vgg.onnx -o vgg_saliency.onnx --method saliency
+      pathonnx export model.onnx -o ig.onnx --method integrated_gradients -p steps=32
+    """
+    check_exportable(method)
+    params = method_params({"param": param}, [method], method)[method]
+    pathonnx.methods.method_params(method, params)  # every value checked before the model loads
+    loaded = pathonnx.load(model, input_shape, "cpu", output=output, size=parse_size(size))
+    check_out_file(Path(out), force)  # after every read: no input may be replaced
+    save_explainer(pathonnx.export(loaded, method, **params), out)
+    shape = "x".join(map(str, loaded.input_shape))
+    if as_json:
+        emit_json({"model": model, "output": out, "method": method, "params": params,
+                   "input": loaded.input_name, "input_shape": list(loaded.input_shape),
+                   "num_outputs": loaded.num_outputs})  # fmt: skip
+    else:
+        click.echo(f"wrote {out}: {method} of {model}; inputs {loaded.input_name!r} (N, {shape}) "
+                   f"and optional 'target' (N,); outputs 'logits' (N, {loaded.num_outputs}) and "
+                   "'attribution'")  # fmt: skip
 
 
 def preprocess_entry(model, text: str) -> str:

@@ -135,6 +135,17 @@ def methods_epilog() -> str:
     return "\n".join(lines)
 
 
+def export_epilog() -> str:
+    """The methods ``pathonnx export`` writes (the registry's exportable ones), for --help."""
+    lines = ["\b", "Exportable methods (-p NAME=VALUE, defaults in brackets):"]
+    for method in METHODS.values():
+        if method.exportable:
+            params = ", ".join(p.describe() for p in method.params) or "no parameters"
+            lines.append(f"  {method.name:<21}{method.summary}")
+            lines.append(f"  {'':<21}{params}")
+    return "\n".join(lines)
+
+
 def method_params(opts: dict, methods: list[str], primary: str | None = None) -> dict:
     """Per method in ``methods``, the parameters given by flags and ``-p`` (values converted
     by the registry's parameter kinds). ``-p METHOD.NAME=VALUE`` goes to METHOD; flags and

@@ -3,7 +3,8 @@
 The package's folders are the pipeline's stages, each importing only from those before it
 (docs/ARCHITECTURE.md): ``ops`` (one rule per op) → ``graph`` (load, rewrite) → ``engine``
 (Model, sessions, the exact linear model) → ``methods`` (the registry, pathways, baselines)
-→ ``evaluation`` (metrics) → the use cases here (``explanation``, ``check``, ``pictures``).
+→ ``evaluation`` (metrics) → the use cases here (``explanation``, ``check``, ``exporting``,
+``pictures``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .check import CheckResult, SelfCheck, check_model, self_check
 from .engine import Forward, Linear, Model, load
 from .errors import InputError, ModelLoadError, PathonnxError, UnsupportedModelError
 from .explanation import Explanation, explain
+from .exporting import export, exportable_methods
 from .graph import Gate, MaxPoolSite, PassReport
 from .methods import (
     METHODS,
@@ -30,8 +32,7 @@ from .methods import (
     pruned_pathway,
 )
 from .methods.pathwise import pathwise
-
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (pathonnx.__version__)
 
 __all__ = [
     "METHODS",
@@ -54,6 +55,8 @@ __all__ = [
     "critical_pathway",
     "decompose",
     "explain",
+    "export",
+    "exportable_methods",
     "jaccard",
     "load",
     "pathwise",

@@ -2,7 +2,8 @@
 
 Inside, in order of dependency: ``session`` (providers, options) → ``forward`` (the pattern,
 targets) → ``adjoint`` (the adjoint and frozen graphs, built from the op rules) → ``sparse``
-(the sparse walk, a driver over the op rules) → ``linear`` (:class:`LinearEngine`) → ``sweep``
+(the sparse walk, a driver over the op rules) and ``ingraph`` (explainers as one ONNX graph,
+for ``pathonnx export``) → ``linear`` (:class:`LinearEngine`) → ``sweep``
 (staged walks, the row store) → ``model`` (:class:`Model`, :func:`load`).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from .adjoint import build_adjoint, build_frozen
 from .forward import Forward, as_batch, check_target, one_hot, softmax
+from .ingraph import Recipe, build_explainer
 from .linear import Linear, LinearEngine
 from .model import Model, load
 from .resident import Device, OnDevice, device_value, running
@@ -34,11 +36,13 @@ __all__ = [
     "LinearEngine",
     "Model",
     "OnDevice",
+    "Recipe",
     "RowStore",
     "SparseWalker",
     "TooDense",
     "as_batch",
     "build_adjoint",
+    "build_explainer",
     "build_frozen",
     "check_target",
     "device_value",

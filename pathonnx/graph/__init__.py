@@ -26,7 +26,7 @@ from .passes import (
 )
 from .report import PassReport, rewrite_pass
 from .screen import screen
-from .variants import live_tensors, parametric_layers, randomized
+from .variants import live_tensors, parametric_layers, randomized, with_default, with_metadata
 
 __all__ = [
     "CANONICAL_KEY",
@@ -58,4 +58,6 @@ __all__ = [
     "rewrite_pass",
     "screen",
     "strip_softmax",
+    "with_default",
+    "with_metadata",
 ]

@@ -196,3 +196,14 @@ def with_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> onnx.Model
     for key, value in merged.items():
         proto.metadata_props.add(key=key, value=str(value))
     return proto
+
+
+def with_default(proto: onnx.ModelProto, name: str, value: np.ndarray) -> onnx.ModelProto:
+    """A copy in which the graph input ``name`` has the default ``value``: an initializer of
+    the same name, which a caller may feed or leave out (ONNX IR version 4 and later; in
+    onnxruntime it is an *overridable initializer*, listed apart from the required inputs)."""
+    if name not in {i.name for i in proto.graph.input}:
+        raise ValueError(f"{name!r} is not an input of the graph")
+    proto = copy(proto)
+    proto.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    return proto

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import device_value, gate_cotangents
+from ..engine import Recipe, device_value, gate_cotangents
 from ..errors import InputError
 from ..graph.choice import gradcam_graph
 from ..ops import DECONVNET, GRADIENT, GUIDED, Backward
@@ -51,8 +51,11 @@ def _one_pass(name: str, backward: Backward, times_input: bool, summary: str) ->
         grad = _gradients(model, x, target, backward)
         return x * grad if times_input else grad
 
+    def export():
+        return Recipe(backward, times_input)
+
     run.__doc__ = summary
-    register(name, backward=backward)(run)
+    register(name, backward=backward, export=export)(run)
 
 
 _one_pass("saliency", GRADIENT, False,
@@ -64,14 +67,27 @@ _one_pass("deconvnet", DECONVNET, False,
           "DeconvNet: ReLU backward g·[g>0] (Zeiler & Fergus 2014).")  # fmt: skip
 
 
+def _path(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, weights) of integrated gradients' quadrature on [0, 1]: Gauss–Legendre nodes
+    and weights (Captum's default), shared by the Python method and its exported graph."""
+    nodes, weights = np.polynomial.legendre.leggauss(int(steps))
+    return 0.5 * (nodes + 1), 0.5 * weights
+
+
+def _export_integrated_gradients(steps, batch):
+    """The exported graph walks every point of the path in one batch: ``batch`` has no use."""
+    alphas, weights = _path(steps)
+    return Recipe(GRADIENT, True, tuple(map(float, alphas)), tuple(map(float, weights)))
+
+
 # Gauss–Legendre nodes come from an eigenproblem of size steps² (numpy's leggauss): past a
 # thousand it costs more than the gradients, and adds nothing to a 50-node integral's accuracy.
 @register("integrated_gradients", Param("steps", 50, INTEGER, "integration steps",
-                                        Range(1, 1000)), BATCH)  # fmt: skip
+                                        Range(1, 1000)), BATCH,
+          export=_export_integrated_gradients)  # fmt: skip
 def integrated_gradients(model, x, target, steps, batch):
     """Integrated gradients from a zero baseline, Gauss–Legendre nodes (Captum's default)."""
-    nodes, weights = np.polynomial.legendre.leggauss(int(steps))
-    alphas, weights = 0.5 * (nodes + 1), 0.5 * weights
+    alphas, weights = _path(steps)
     n = len(x)
 
     def copies(rows):

@@ -261,6 +261,12 @@ class Method:
     backward: Backward = GRADIENT
     decompose: Callable | None = None
     carries_classes: bool = False
+    export: Callable | None = None
+
+    @property
+    def exportable(self) -> bool:
+        """Whether ``pathonnx export`` can write the method as one ONNX graph."""
+        return self.export is not None
 
     @property
     def kind(self) -> str:
@@ -295,14 +301,14 @@ METHODS: dict[str, Method] = {}
 
 def register(name: str, *params: Param, attribution: str = "map", family: str = "baseline",
              backward: Backward = GRADIENT, decompose: Callable | None = None,
-             carries_classes: bool = False):  # fmt: skip
+             carries_classes: bool = False, export: Callable | None = None):  # fmt: skip
     """Register the decorated ``fn(model, x, target, **params)`` under ``name``; its
-    docstring's first line is the method's summary."""
+    docstring's first line is the method's summary. ``export``: see :class:`Method`."""
 
     def wrap(fn: Callable) -> Callable:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         METHODS[name] = Method(name, summary, fn, tuple(params), attribution, family, backward,
-                               decompose, carries_classes)  # fmt: skip
+                               decompose, carries_classes, export)  # fmt: skip
         return fn
 
     return wrap

@@ -1,0 +1,92 @@
+"""Export: a model and an attribution method as one ONNX graph returning the prediction and its
+explanation, which any onnxruntime runs with no pathonnx code (docs/ARCHITECTURE.md, Export).
+
+``pathonnx.export(model, method, **params)`` returns the graph as an ``onnx.ModelProto``;
+``pathonnx export MODEL -o OUT.onnx --method NAME`` writes it. The file is self-contained
+(weights inside) and built from pathonnx's own fused forward + adjoint graph
+(:mod:`pathonnx.engine.ingraph`, which documents its inputs and outputs):
+
+    inputs   <the model's input> (N, *input_shape) float32, batch dynamic
+             target (N,) int64, optional: left out (or empty), the argmax of the logits
+    outputs  logits (N, K), attribution (N, *input_shape)
+
+Its attribution equals ``pathonnx.attribute(model, x, target, method=..., **params)``. The
+methods that can be exported are those whose registry entry has an ``export`` recipe
+(:func:`exportable_methods`): the gradient family for now (saliency, input × gradient,
+integrated gradients with its path unrolled as one batch, guided backprop, DeconvNet). A
+method without one is refused, not approximated. Integrated gradients' ``batch`` has no use in
+the graph, which walks all the points of the path at once (memory grows with ``steps``).
+
+The graph's metadata_props record :data:`METHOD_KEY`, :data:`PARAMS_KEY` (JSON, every
+parameter with its default filled in), :data:`SOURCE_KEY` (the sha256 of the model file as
+given) and :data:`VERSION_KEY`; the source model's own metadata (e.g. ``pathonnx.preprocess``,
+``pathonnx.labels``) is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .engine import Model, build_explainer, load
+from .errors import InputError
+from .graph import CANONICAL_KEY, OUTPUT_KEY
+from .io import atomic_write_bytes
+from .methods import METHODS, method_params
+from .version import __version__
+
+METHOD_KEY = "pathonnx.export.method"
+PARAMS_KEY = "pathonnx.export.params"
+SOURCE_KEY = "pathonnx.export.source_sha256"
+VERSION_KEY = "pathonnx.version"
+#: Keys of the source model's metadata that describe pathonnx's canonical file, not this one.
+_DROPPED = (CANONICAL_KEY, OUTPUT_KEY)
+
+
+def exportable_methods() -> list[str]:
+    """The registered methods that :func:`export` writes as one graph, in registry order."""
+    return [m.name for m in METHODS.values() if m.exportable]
+
+
+def check_exportable(method: str) -> None:
+    """Raise :class:`InputError` (one line, naming the exportable methods) unless ``method``
+    can be exported."""
+    names = ", ".join(exportable_methods())
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; export one of {names}")
+    if not METHODS[method].exportable:
+        raise InputError(
+            f"method {method!r} cannot be exported: it has no in-graph form yet, and pathonnx "
+            f"does not approximate it; export one of {names}"
+        )
+
+
+def export(model: Model | str | os.PathLike, method: str, **params):
+    """``model`` (a :class:`Model`, or a path loaded on the CPU) and ``method`` with ``params``
+    (checked by the registry, defaults filled in) as one self-contained ``onnx.ModelProto``
+    (see the module docstring). Raises :class:`InputError` for a method that cannot be
+    exported or a bad parameter, and what :func:`pathonnx.load` raises for the model."""
+    check_exportable(method)
+    if not isinstance(model, Model):
+        model = load(model, device="cpu")
+    checked = method_params(method, params, model)
+    recipe = METHODS[method].export(**checked)
+    return build_explainer(model.graph, recipe, _metadata(model, method, checked))
+
+
+def save_explainer(explainer, path: str | os.PathLike) -> Path:
+    """Write an exported graph to ``path`` atomically; never over an input of the running
+    command (:func:`pathonnx.io.atomic_write_bytes`)."""
+    return atomic_write_bytes(Path(path), explainer.SerializeToString())
+
+
+def _metadata(model: Model, method: str, params: dict) -> dict[str, str]:
+    kept = {k: v for k, v in model.metadata.items() if k not in _DROPPED}
+    return {
+        **kept,
+        METHOD_KEY: method,
+        PARAMS_KEY: json.dumps(params, sort_keys=True),
+        SOURCE_KEY: model.sha256(),
+        VERSION_KEY: __version__,
+    }

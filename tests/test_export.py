@@ -1,0 +1,249 @@
+"""`pathonnx export`: the exported graph equals pathonnx's own attribution, run by a plain
+onnxruntime in a process where pathonnx cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from helpers import SAMPLES, invoke, make_model, rand
+
+import pathonnx
+
+# Tolerance. A one-walk method (saliency, input × gradient, guided backprop, DeconvNet) runs
+# the same fused graph as pathonnx's Python path: equal up to onnxruntime's kernel choices at
+# another batch size. Integrated gradients add m ≤ 50 weighted gradients in float32 inside
+# the graph, where Python adds them in float64: the error is below m·2⁻²⁴ ≈ 3e-6 of the
+# largest term, so 1e-5 of the map's largest magnitude (and 1e-4 relative) bounds both.
+ATOL_SHARE, RTOL = 1e-5, 1e-4
+COSINE = 0.9999
+
+#: Runs exported graphs with onnxruntime alone: argv = a JSON list of jobs, each
+#: {"model", "inputs" (.npz: x and, optionally, target), "output" (.npz)}. Started with -I -S
+#: and a sys.path of onnxruntime's and numpy's folders only, so that pathonnx cannot be
+#: imported (asserted), nor any code of this project.
+RUNNER = """
+import json, sys
+try:
+    import pathonnx
+except ImportError:
+    pass
+else:
+    raise SystemExit("pathonnx is importable in the runner")
+import numpy as np
+import onnxruntime as ort
+for job in json.loads(sys.argv[1]):
+    session = ort.InferenceSession(job["model"], providers=["CPUExecutionProvider"])
+    feeds = dict(np.load(job["inputs"]))
+    feeds[session.get_inputs()[0].name] = feeds.pop("x")
+    logits, attribution = session.run(["logits", "attribution"], feeds)
+    np.savez(job["output"], logits=logits, attribution=attribution)
+"""
+
+
+def library_paths() -> list[str]:
+    """The folders onnxruntime and numpy are installed in (the runner asserts that pathonnx
+    is not importable from them: without site, the editable install's hook is not read)."""
+    return sorted({str(Path(m.__file__).resolve().parent.parent) for m in (onnxruntime, np)})
+
+
+def run_without_pathonnx(jobs: list[dict]) -> None:
+    """Run ``jobs`` (see :data:`RUNNER`) in a fresh interpreter that cannot import pathonnx."""
+    code = f"import sys; sys.path += {library_paths()!r}\n{RUNNER}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, json.dumps(jobs)], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def assert_same_map(got: np.ndarray, expected: np.ndarray) -> None:
+    assert got.shape == expected.shape and got.dtype == np.float32
+    scale = float(np.abs(expected).max())
+    assert cosine(got, expected) >= COSINE
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL_SHARE * scale)
+
+
+#: Per method, the parameters used (integrated gradients at its default of 50 steps on the
+#: samples; fewer on the zoo, where the point is the architectures).
+SAMPLE_CASES = [
+    ("saliency", {}),
+    ("input_x_gradient", {}),
+    ("guided_backprop", {}),
+    ("deconvnet", {}),
+    ("integrated_gradients", {}),
+]
+
+
+def check_export(model: pathonnx.Model, method: str, params: dict, folder: Path, seed: int = 0):
+    """Export ``method``, run it without pathonnx at batch 1 and 3, with and without a
+    target, and compare with ``pathonnx.attribute`` and the model's logits."""
+    exported = pathonnx.export(model, method, **params)
+    path = folder / f"{method}.onnx"
+    path.write_bytes(exported.SerializeToString())
+    rng = np.random.default_rng(seed)
+    cases = []
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
+        target = rng.integers(0, model.num_outputs, batch)
+        cases += [(x, None), (x, target)]
+    jobs = []
+    for i, (x, target) in enumerate(cases):
+        feeds = {"x": x} if target is None else {"x": x, "target": target.astype(np.int64)}
+        np.savez(folder / f"in{i}.npz", **feeds)
+        jobs.append({"model": str(path), "inputs": str(folder / f"in{i}.npz"),
+                     "output": str(folder / f"out{i}.npz")})  # fmt: skip
+    run_without_pathonnx(jobs)
+    for i, (x, target) in enumerate(cases):
+        out = np.load(folder / f"out{i}.npz")
+        logits = model.forward(x).logits
+        np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
+        expected = pathonnx.attribute(model, x, target, method=method, **params)
+        assert_same_map(out["attribution"], expected)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return {name: pathonnx.load(SAMPLES / f"{name}.onnx", device="cpu")
+            for name in ("shapes_vgg", "shapes_resnet", "digits_mlp")}  # fmt: skip
+
+
+@pytest.mark.parametrize("sample", ["shapes_vgg", "shapes_resnet", "digits_mlp"])
+@pytest.mark.parametrize("method,params", SAMPLE_CASES, ids=[c[0] for c in SAMPLE_CASES])
+def test_export_equals_attribute_on_samples(samples, sample, method, params, tmp_path):
+    check_export(samples[sample], method, params, tmp_path)
+
+
+#: Zoo rows that bring what the samples lack: Clip gates (ReLU6), LeakyRelu/PRelu, dense
+#: concatenation, overlapping and disjoint max-pools (ScatterElements, MaxUnpool).
+ZOO = ["mobilenetv2", "leaky_prelu", "densenet", "inception", "ceil_pool"]
+ZOO_CASES = [("saliency", {}), ("guided_backprop", {}), ("integrated_gradients", {"steps": 8})]
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_export_equals_attribute_on_zoo(exported, arch, tmp_path):
+    path, _ = exported(arch)
+    model = pathonnx.load(path, device="cpu")
+    for method, params in ZOO_CASES:
+        folder = tmp_path / method
+        folder.mkdir()
+        check_export(model, method, params, folder, seed=3)
+
+
+def test_exported_graph_is_self_contained_and_described(samples):
+    model = samples["digits_mlp"]
+    exported = pathonnx.export(model, "integrated_gradients", steps=7)
+    onnx.checker.check_model(exported, full_check=True)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in exported.graph.initializer)
+    assert [i.name for i in exported.graph.input] == [model.input_name, "target"]
+    assert [o.name for o in exported.graph.output] == ["logits", "attribution"]
+    (default,) = [t for t in exported.graph.initializer if t.name == "target"]
+    assert list(default.dims) == [0]  # empty: the argmax
+    meta = {p.key: p.value for p in exported.metadata_props}
+    assert meta["pathonnx.export.method"] == "integrated_gradients"
+    assert json.loads(meta["pathonnx.export.params"]) == {"steps": 7, "batch": 16}
+    assert meta["pathonnx.export.source_sha256"] == model.sha256()
+    assert meta["pathonnx.version"] == pathonnx.__version__
+    assert meta["pathonnx.labels"] == model.metadata["pathonnx.labels"]  # the source's kept
+
+
+def test_a_target_of_the_wrong_length_fails_at_run_time(samples):
+    model = samples["digits_mlp"]
+    session = onnxruntime.InferenceSession(
+        pathonnx.export(model, "saliency").SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    x = rand(3, *model.input_shape)
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.Fail):
+        session.run(None, {model.input_name: x, "target": np.array([1], np.int64)})
+
+
+def test_exportable_methods_come_from_the_registry():
+    names = pathonnx.exportable_methods()
+    assert names == [m.name for m in pathonnx.METHODS.values() if m.exportable]
+    assert {"saliency", "input_x_gradient", "guided_backprop", "deconvnet",
+            "integrated_gradients"} <= set(names)  # fmt: skip
+    assert "pathwise" not in names
+    with pytest.raises(pathonnx.InputError, match="cannot be exported.*export one of saliency"):
+        pathonnx.export(SAMPLES / "digits_mlp.onnx", "pathwise")
+    with pytest.raises(pathonnx.InputError, match="unknown method 'nope'; export one of"):
+        pathonnx.export(SAMPLES / "digits_mlp.onnx", "nope")
+    with pytest.raises(pathonnx.InputError, match="steps"):
+        pathonnx.export(SAMPLES / "digits_mlp.onnx", "integrated_gradients", steps=0)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_export_writes_the_graph(tmp_path):
+    out = tmp_path / "ig.onnx"
+    result = invoke("export", SAMPLES / "digits_mlp.onnx", "-o", out,
+                    "--method", "integrated_gradients", "-p", "steps=5", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["params"] == {"steps": 5}
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert json.loads(meta["pathonnx.export.params"])["steps"] == 5
+
+
+def test_cli_export_help_lists_the_exportable_methods():
+    result = invoke("export", "--help")
+    assert result.exit_code == 0
+    listed = result.output.split("Exportable methods")[1]
+    for name in pathonnx.exportable_methods():
+        assert name in listed
+    assert "pathwise" not in listed
+
+
+def _sigmoid_model(folder: Path) -> Path:
+    model = make_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x, float[4, 3] w) => (float[N, 3] y) {
+            h = MatMul(x, w)
+            s = Sigmoid(h)
+            y = Relu(s)
+        }""",
+        w=rand(4, 3),
+    )
+    path = folder / "sigmoid.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case,code,words",
+    [
+        ("pathwise", 2, "method 'pathwise' cannot be exported"),
+        ("unknown", 2, "unknown method 'unknown'"),
+        ("bad_param", 2, "steps"),
+        ("unsupported", 1, "Sigmoid"),
+        ("over_input", 2, "would overwrite the input"),
+    ],
+)
+def test_cli_export_bad_input(tmp_path, case, code, words):
+    model = SAMPLES / "digits_mlp.onnx"
+    out, method, extra = tmp_path / "out.onnx", case, []
+    if case == "bad_param":
+        method, extra = "integrated_gradients", ["-p", "steps=0"]
+    elif case == "unsupported":
+        model, method = _sigmoid_model(tmp_path), "saliency"
+    elif case == "over_input":
+        copy = tmp_path / "model.onnx"
+        copy.write_bytes(model.read_bytes())
+        model, out, method, extra = copy, copy, "saliency", ["--force"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = invoke("export", model, "-o", out, "--method", method, *extra)
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pathonnx: error:") and words in lines[0]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
