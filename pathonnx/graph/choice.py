@@ -55,9 +55,10 @@ def importance_graph(first: bool, valid: bool, rows: int) -> onnx.ModelProto:
     ct3 = em.op("Reshape", [ct, shape], hint="ct3")  # (N, R, units)
     part = em.op("Mul", [em.op("Unsqueeze", [h2, em.ints([1])]), ct3], hint="part")
     neg = em.const(_NEG_INF, "neg")
-    picked = em.op("Unsqueeze", [em.op("Cast", [pick], {"to": 1}), em.ints([1])], hint="pick3")
+    onehot = em.op("Cast", [pick], {"to": 1}, hint="pick_f")  # (N, R): 1 at the target's row
+    picked = em.op("Unsqueeze", [onehot, em.ints([1])], hint="pick3")
     found = em.op("Squeeze", [em.op("MatMul", [picked, part]), em.ints([1])], hint="found")
-    here = em.op("ReduceMax", [em.op("Cast", [pick], {"to": 1})], {"axes": [1], "keepdims": 1})
+    here = em.op("ReduceMax", [onehot], {"axes": [1], "keepdims": 1})
     here = em.op("Greater", [here, em.const(np.float32(0))], dtype=bool, hint="here")
     mine = em.op("Where", [here, found, neg], hint="chunk_mine")  # -inf: not in this chunk
     if valid:
@@ -74,8 +75,8 @@ def importance_graph(first: bool, valid: bool, rows: int) -> onnx.ModelProto:
     finite = em.op("Not", [em.op("Equal", [top, neg], dtype=bool)], dtype=bool)
     shift = em.op("Where", [finite, top, zero], hint="shift")
     exps = em.op("Exp", [em.op("Sub", [part, em.op("Unsqueeze", [shift, em.ints([1])])])])
-    ones = em.const(np.ones((1, rows), np.float32), "ones")
-    total = em.op("Squeeze", [em.op("MatMul", [ones, exps]), em.ints([1])], hint="chunk_total")
+    row = em.const(np.ones((1, rows), np.float32), "ones")
+    total = em.op("Squeeze", [em.op("MatMul", [row, exps]), em.ints([1])], hint="chunk_total")
     if not first:
         rescale = em.op("Exp", [em.op("Where", [finite, em.op("Sub", [before[0], shift]), zero])])
         total = em.op("Add", [em.op("Mul", [before[1], rescale]), total], hint="total_all")
