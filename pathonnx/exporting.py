@@ -71,7 +71,7 @@ def export(model: Model | str | os.PathLike, method: str, **params):
     if not isinstance(model, Model):
         model = load(model, device="cpu")
     checked = method_params(method, params, model)
-    recipe = METHODS[method].export(**checked)
+    recipe = METHODS[method].export(model, **checked)
     return build_explainer(model.graph, recipe, _metadata(model, method, checked))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .adjoint import build_adjoint, build_frozen
 from .forward import Forward, as_batch, check_target, one_hot, softmax
-from .ingraph import Recipe, build_explainer
+from .ingraph import Critical, GradCam, Pathwise, Recipe, build_explainer
 from .linear import Linear, LinearEngine
 from .model import Model, load
 from .resident import Device, OnDevice, device_value, running
@@ -36,6 +36,9 @@ __all__ = [
     "LinearEngine",
     "Model",
     "OnDevice",
+    "Critical",
+    "GradCam",
+    "Pathwise",
     "Recipe",
     "RowStore",
     "SparseWalker",

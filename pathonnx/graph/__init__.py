@@ -26,9 +26,17 @@ from .passes import (
 )
 from .report import PassReport, rewrite_pass
 from .screen import screen
-from .variants import live_tensors, parametric_layers, randomized, with_default, with_metadata
+from .variants import (
+    at_opset,
+    live_tensors,
+    parametric_layers,
+    randomized,
+    with_default,
+    with_metadata,
+)
 
 __all__ = [
+    "at_opset",
     "CANONICAL_KEY",
     "OUTPUT_KEY",
     "PIPELINE",

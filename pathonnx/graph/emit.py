@@ -47,6 +47,11 @@ class Emitter:
             array = array.astype(np.float32)
         return gs.Constant(self.fresh(f"{hint}__k"), np.ascontiguousarray(array))
 
+    def scalar(self, value, hint: str = "s") -> gs.Constant:
+        """A 0-d constant (:meth:`const` makes arrays of at least one dimension), of
+        ``value``'s numpy type (e.g. ``np.int64(0)``)."""
+        return gs.Constant(self.fresh(f"{hint}__k"), np.array(value))
+
     def ints(self, values, hint: str = "i") -> gs.Constant:
         return self.const(np.asarray(list(values), dtype=np.int64), hint)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 
 from ..ops import rule_for, sample_shape
 from .weights import export_graph, import_graph, values
@@ -207,3 +207,11 @@ def with_default(proto: onnx.ModelProto, name: str, value: np.ndarray) -> onnx.M
     proto = copy(proto)
     proto.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     return proto
+
+
+def at_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``proto`` with its default domain at ``opset`` (onnx's version converter: e.g.
+    ReduceMax's axes become an input at 18), or ``proto`` itself when it is there already."""
+    if proto.opset_import[0].version == opset:
+        return proto
+    return version_converter.convert_version(proto, opset)

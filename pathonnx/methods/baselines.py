@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Recipe, device_value, gate_cotangents
+from ..engine import GradCam, Recipe, device_value, gate_cotangents
 from ..errors import InputError
 from ..graph.choice import gradcam_graph
+from ..graph.noise import PRIME, noise_graph
 from ..ops import DECONVNET, GRADIENT, GUIDED, Backward
 from .registry import BATCH, INTEGER, NUMBER, SEED, TEXT, Param, Range, at_least, register
 
@@ -51,7 +52,7 @@ def _one_pass(name: str, backward: Backward, times_input: bool, summary: str) ->
         grad = _gradients(model, x, target, backward)
         return x * grad if times_input else grad
 
-    def export():
+    def export(model):
         return Recipe(backward, times_input)
 
     run.__doc__ = summary
@@ -74,7 +75,7 @@ def _path(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (nodes + 1), 0.5 * weights
 
 
-def _export_integrated_gradients(steps, batch):
+def _export_integrated_gradients(model, steps, batch):
     """The exported graph walks every point of the path in one batch: ``batch`` has no use."""
     alphas, weights = _path(steps)
     return Recipe(GRADIENT, True, tuple(map(float, alphas)), tuple(map(float, weights)))
@@ -96,18 +97,34 @@ def integrated_gradients(model, x, target, steps, batch):
     return x * _weighted_gradients(model, x, target, copies, weights, int(batch))
 
 
+def _export_smoothgrad(model, samples, stdev, seed, batch):
+    """The exported graph adds the same noise (:mod:`pathonnx.graph.noise`) to copies walked
+    in one batch: ``batch`` has no use."""
+    weights = (1.0 / int(samples),) * int(samples)
+    return Recipe(GRADIENT, False, (1.0,) * int(samples), weights,
+                  noise=(float(stdev), int(seed) % PRIME))  # fmt: skip
+
+
 @register(
     "smoothgrad", Param("samples", 25, INTEGER, "noisy copies", Range(1, 10_000)),
     Param("stdev", 0.15, NUMBER, "standard deviation of the noise", at_least(0)), SEED, BATCH,
+    export=_export_smoothgrad,
 )  # fmt: skip
 def smoothgrad(model, x, target, samples, stdev, seed, batch):
-    """SmoothGrad: the mean gradient over noisy copies, noise N(0, stdev²) (Smilkov et al. 2017)."""
-    rng = np.random.default_rng(seed)
-    n = len(x)
+    """SmoothGrad: the mean gradient over noisy copies, noise N(0, stdev²) (Smilkov et al. 2017).
 
-    def copies(rows):  # drawn in row order: the same noise as one draw of (samples, *x.shape)
-        noise = rng.normal(0, stdev, (len(rows), *x.shape[1:]))
-        return (x[rows % n] + noise).astype(np.float32)
+    The noise of copy j at element e is a hash of (seed, j, e) (:mod:`pathonnx.graph.noise`),
+    computed by onnxruntime: the same in an exported explainer, and the same for a sample
+    whatever batch it is in."""
+    n, elements = len(x), int(np.prod(x.shape[1:]))
+    scale, key = np.float32(stdev), np.array([int(seed) % PRIME], np.int64)
+
+    def copies(rows):
+        feeds = {"copy": (rows // n).astype(np.int64), "seed": key}
+        (noise,) = model.engine.run_small(("noise", elements), lambda: noise_graph(elements),
+                                          feeds, ["noise"])  # fmt: skip
+        noise = model.engine.dev.host(noise).reshape(len(rows), *x.shape[1:])
+        return x[rows % n] + scale * noise
 
     weights = np.full(int(samples), 1.0 / int(samples))
     return _weighted_gradients(model, x, target, copies, weights, int(batch))
@@ -151,7 +168,11 @@ GATE = Param("gate", None, TEXT, "the gate's tensor name (default the last spati
              fits=_spatial_gate)  # fmt: skip
 
 
-@register("gradcam", GATE)
+def _export_gradcam(model, gate):
+    return GradCam(gate or last_spatial_gate(model).name)
+
+
+@register("gradcam", GATE, export=_export_gradcam)
 def gradcam(model, x, target, gate):
     """Grad-CAM at the last spatial gate, upsampled (nearest) to the input, on every channel."""
     chosen = None

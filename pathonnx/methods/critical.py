@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import gate_cotangents, network_top, one_hot
+from ..engine import Critical, gate_cotangents, network_top, one_hot, percentile_rank
 from ..graph.choice import accumulate_graph, intgrad_score_graph, repeat_graph
 from ..progress import step
 from .pathway import Pathway, network_wide_start, pathway_from_counts
@@ -47,7 +47,13 @@ def _keep_top(model, fwd, target, method: str, sparsity: float, **scored) -> Pat
     return pathway_from_counts(model, fwd, target, *found, method, {"sparsity": float(sparsity)})
 
 
-@register("mct", SPARSITY, attribution="gradient", family="critical")
+def _export_mct(model, sparsity):
+    """The exported graph ranks every unit in the graph: its ``k`` is fixed by the model."""
+    units = sum(g.units for g in model.gates)
+    return Critical(float(sparsity), percentile_rank(units, sparsity))
+
+
+@register("mct", SPARSITY, attribution="gradient", family="critical", export=_export_mct)
 def mct(model, x, target, sparsity):
     """NeuronMCT critical pathway: its pathway gradient W^p (Khakzar et al. 2021)."""
     fwd, target = network_wide_start(model, x, target)

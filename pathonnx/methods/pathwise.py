@@ -22,6 +22,7 @@ from ..engine import (
     DeviceChoice,
     Linear,
     OnDevice,
+    Pathwise,
     RowStore,
     TooDense,
     device_value,
@@ -130,8 +131,17 @@ def decompose(
     return [pathway.take(slice(j, None, m)) for j in range(m)]
 
 
+def _export_pathwise(model, depth, width, alpha, classes):
+    """Algorithm 1 in the exported graph: per selected gate from the top, its width."""
+    gates = model.gates
+    depth = len(gates) if depth is None else int(depth)
+    widths = tuple(max_units(width, g.units) for g in gates[::-1][:depth])
+    return Pathwise(depth, widths, None if alpha is None else float(alpha),
+                    None if classes is None else int(classes))  # fmt: skip
+
+
 @register("pathwise", DEPTH, WIDTH_, ALPHA, CLASSES, attribution="product", family="pathwise",
-          decompose=decompose, carries_classes=True)  # fmt: skip
+          decompose=decompose, carries_classes=True, export=_export_pathwise)  # fmt: skip
 def pathwise_pathway(model, x, target, depth, width, alpha, classes):
     """Pathwise explanation: the pathway's W^p ⊙ x (arXiv:2506.18037, Algorithm 1)."""
     return pathwise(model, x, target, depth, width, alpha, classes)
