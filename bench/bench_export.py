@@ -13,11 +13,13 @@ per exportable method, in the same run on the same machine:
 Ratios: exported / attribute (how much serving the graph costs against pathonnx in Python)
 and exported / forward (what the explanation adds to a prediction). Medians over repeats. Each
 row also gives the largest difference between the two attributions, relative to the largest
-magnitude of pathonnx's, and their cosine. (Models with over 16 MiB of weights run in pathonnx
-with shared weights at onnxruntime's basic optimization level, the exported graph at its full
-level, so their convolutions round differently. Integrated gradients on VGG-16 at 64×64 showed
-a largest difference of 1e-3 relative at cosine 0.9999998; where it comes from was not traced.)
-Run with no arguments; ``--quick`` for a smoke run at 64×64.
+magnitude of pathonnx's, and their cosine; and the same difference for the exported graph run
+at onnxruntime's basic optimization level. Models with over 16 MiB of weights (VGG-16) run in
+pathonnx with shared weights at the basic level, while a server runs the exported graph at the
+full level, whose fused convolutions round differently: the last column tells that rounding
+from any other difference. Pathwise runs over the top ``--top`` classes, as ``pathonnx
+explain`` does on a model with many classes. Run with no arguments; ``--quick`` for a smoke
+run at 64×64.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--classes", type=int, default=1000, help="K, the number of outputs")
     parser.add_argument("--steps", type=int, default=16, help="integrated gradients' steps")
+    parser.add_argument("--samples", type=int, default=8, help="SmoothGrad's noisy copies")
+    parser.add_argument("--top", type=int, default=20, help="pathwise's classes (top logits)")
     parser.add_argument("--budget", type=float, default=4.0, help="seconds of timing per cell")
     parser.add_argument("--quick", action="store_true", help="64×64, 10 classes, few repeats")
     args = parser.parse_args(argv)
@@ -55,16 +59,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def session(path_or_proto) -> ort.InferenceSession:
-    """A plain onnxruntime session on the CPU, as a user without pathonnx would make it."""
+def session(path_or_proto, basic: bool = False) -> ort.InferenceSession:
+    """A plain onnxruntime session on the CPU, as a user without pathonnx would make it;
+    ``basic``: at the basic optimization level, pathonnx's own for models with shared weights
+    (to tell a difference that comes from the level from one that does not)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the exported graph's optional `target` warns otherwise
+    if basic:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     data = path_or_proto if isinstance(path_or_proto, str) else path_or_proto.SerializeToString()
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def params_of(method: str, args) -> dict:
-    return {"steps": args.steps} if method == "integrated_gradients" else {}
+    """The parameters benchmarked: the defaults, but fewer points for integrated gradients and
+    SmoothGrad, and pathwise over the top classes as `pathonnx explain` runs it on a model
+    with many classes."""
+    return {
+        "integrated_gradients": {"steps": args.steps},
+        "smoothgrad": {"samples": args.samples},
+        "pathwise": {"classes": args.top},
+    }.get(method, {})
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """The largest difference relative to the largest magnitude of ``want``, and the cosine."""
+    error = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+    a, b = got.ravel().astype(np.float64), want.ravel().astype(np.float64)
+    return error, float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300))
 
 
 def bench_model(name: str, args) -> list[tuple]:
@@ -82,7 +104,8 @@ def bench_model(name: str, args) -> list[tuple]:
         target = int(model.forward(x).prediction[0])
         for method in args.methods.split(","):
             params = params_of(method, args)
-            explainer = session(pathonnx.export(model, method, **params))
+            proto = pathonnx.export(model, method, **params)
+            explainer = session(proto)
             inputs = {explainer.get_inputs()[0].name: x}
             serve = lambda e=explainer, i=inputs: e.run(None, i)  # noqa: E731
             exported, _, _, _ = measure(serve, args.budget)
@@ -92,12 +115,12 @@ def bench_model(name: str, args) -> list[tuple]:
                 return pathonnx.attribute(model, x, t, method=method, **params)
 
             attribute, _, _, _ = measure(own, args.budget)
-            got = serve()[1]
             want = pathonnx.attribute(model, x, target, method=method, **params)
-            error = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-            a, b = got.ravel().astype(np.float64), want.ravel().astype(np.float64)
-            cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300))
-            rows.append((name, method, exported, attribute, forward, error, cosine))
+            error, cosine = compare(serve()[1], want)
+            basic = session(proto, basic=True)
+            error_basic, _ = compare(basic.run(["attribution"], inputs)[0], want)
+            del basic, proto
+            rows.append((name, method, exported, attribute, forward, error, cosine, error_basic))
             times = f"exported {exported * 1e3:.1f} ms, attribute {attribute * 1e3:.1f} ms"
             print(f"  {name} {method}: {times}, forward {forward * 1e3:.1f} ms", flush=True)
     return rows
@@ -107,17 +130,18 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     print(f"bench_export: {machine()}")
     print(f"{args.size}x{args.size}, K={args.classes}, batch 1, CPU; integrated gradients with "
-          f"{args.steps} steps; medians")  # fmt: skip
+          f"{args.steps} steps, SmoothGrad {args.samples} samples, pathwise classes={args.top}; "
+          "medians")  # fmt: skip
     rows = []
     for name in args.models.split(","):
         rows += bench_model(name, args)
     print("\n| model | method | exported | attribute | forward | exported / attribute | "
-          "exported / forward | max rel. diff | cosine |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, method, exported, attribute, forward, error, cosine in rows:
+          "exported / forward | max rel. diff | cosine | max rel. diff, basic level |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, method, exported, attribute, forward, error, cosine, basic in rows:
         print(f"| {name} | {method} | {exported * 1e3:.1f} ms | {attribute * 1e3:.1f} ms | "
               f"{forward * 1e3:.1f} ms | {exported / attribute:.2f} | {exported / forward:.2f} | "
-              f"{error:.1e} | {cosine:.7f} |")  # fmt: skip
+              f"{error:.1e} | {cosine:.7f} | {basic:.1e} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -380,15 +380,19 @@ def rewrite(model, out, input_shape, device, tf32, force, set_preprocess, set_la
     help="Per-sample input size, needed when the model leaves it dynamic.",
 )
 @model_only_options
+@click.option("--masks", is_flag=True,
+              help="Pathway methods: also return each gate's mask, as `mask:<gate>`.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-def export(model, out, method, param, input_shape, output, size, force, as_json):  # fmt: skip
+def export(model, out, method, param, input_shape, output, size, masks, force, as_json):
     """Write MODEL and an attribution method as one ONNX graph: OUT returns the prediction
     and its explanation in any onnxruntime, with no pathonnx.
 
     OUT's inputs: the model's input (N, ...; any batch) and `target` (N,) int64, which may be
     left out: the target is then the argmax of the logits. Its outputs: `logits` (N, K) and
-    `attribution`, shaped like the input. Weights are inside the file; its metadata records the
+    `attribution`, shaped like the input; for the pathway methods (pathwise, mct) also the
+    pathway's `W` and `b` and `units_kept` (N, G), the units kept per selected gate (the
+    gates are listed in the metadata). Weights are inside the file; its metadata records the
     method, its parameters, the model's sha256 and pathonnx's version. The attribution equals
     `pathonnx explain --method NAME`'s on the same input and target.
 
@@ -396,22 +400,25 @@ def export(model, out, method, param, input_shape, output, size, force, as_json)
     Examples:
       pathonnx export sample_models/shapes_vgg.onnx -o vgg_saliency.onnx --method saliency
       pathonnx export model.onnx -o ig.onnx --method integrated_gradients -p steps=32
+      pathonnx export model.onnx -o pw.onnx --method pathwise -p classes=20 -p width=5%
     """
     check_exportable(method)
     params = method_params({"param": param}, [method], method)[method]
     pathonnx.methods.method_params(method, params)  # every value checked before the model loads
     loaded = pathonnx.load(model, input_shape, "cpu", output=output, size=parse_size(size))
     check_out_file(Path(out), force)  # after every read: no input may be replaced
-    save_explainer(pathonnx.export(loaded, method, **params), out)
+    explainer = pathonnx.export(loaded, method, masks=masks, **params)
+    save_explainer(explainer, out)
     shape = "x".join(map(str, loaded.input_shape))
+    names = [o.name for o in explainer.graph.output]
     if as_json:
         emit_json({"model": model, "output": out, "method": method, "params": params,
                    "input": loaded.input_name, "input_shape": list(loaded.input_shape),
-                   "num_outputs": loaded.num_outputs})  # fmt: skip
+                   "num_outputs": loaded.num_outputs, "outputs": names})  # fmt: skip
     else:
+        shown = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
         click.echo(f"wrote {out}: {method} of {model}; inputs {loaded.input_name!r} (N, {shape}) "
-                   f"and optional 'target' (N,); outputs 'logits' (N, {loaded.num_outputs}) and "
-                   "'attribution'")  # fmt: skip
+                   f"and optional 'target' (N,); outputs {shown}")  # fmt: skip
 
 
 def preprocess_entry(model, text: str) -> str:

@@ -3,24 +3,27 @@ explanation, which any onnxruntime runs with no pathonnx code (docs/ARCHITECTURE
 
 ``pathonnx.export(model, method, **params)`` returns the graph as an ``onnx.ModelProto``;
 ``pathonnx export MODEL -o OUT.onnx --method NAME`` writes it. The file is self-contained
-(weights inside) and built from pathonnx's own fused forward + adjoint graph
-(:mod:`pathonnx.engine.ingraph`, which documents its inputs and outputs):
+(weights inside) and assembled from the pieces pathonnx's Python methods run: the forward pass,
+stages of the adjoint walk and the small choice graphs (:mod:`pathonnx.engine.ingraph`, which
+documents its inputs and outputs):
 
     inputs   <the model's input> (N, *input_shape) float32, batch dynamic
              target (N,) int64, optional: left out (or empty), the argmax of the logits
-    outputs  logits (N, K), attribution (N, *input_shape)
+    outputs  logits (N, K), attribution (N, *input_shape);
+             pathway methods: W (N, *input_shape), b (N,), units_kept (N, G) int64
 
 Its attribution equals ``pathonnx.attribute(model, x, target, method=..., **params)``. The
 methods that can be exported are those whose registry entry has an ``export`` recipe
-(:func:`exportable_methods`): the gradient family for now (saliency, input × gradient,
-integrated gradients with its path unrolled as one batch, guided backprop, DeconvNet). A
-method without one is refused, not approximated. Integrated gradients' ``batch`` has no use in
-the graph, which walks all the points of the path at once (memory grows with ``steps``).
+(:func:`exportable_methods`): every baseline (integrated gradients and SmoothGrad walk their
+points as one batch, so ``batch`` has no use and memory grows with ``steps`` or ``samples``),
+NeuronMCT and pathwise explanation. A method without one (NeuronIntGrad, the pruning
+baselines) is refused, not approximated.
 
 The graph's metadata_props record :data:`METHOD_KEY`, :data:`PARAMS_KEY` (JSON, every
 parameter with its default filled in), :data:`SOURCE_KEY` (the sha256 of the model file as
 given) and :data:`VERSION_KEY`; the source model's own metadata (e.g. ``pathonnx.preprocess``,
-``pathonnx.labels``) is kept.
+``pathonnx.labels``) is kept. A pathway method's graph adds ``pathonnx.export.gates``, the
+gates of ``units_kept``'s columns.
 """
 
 from __future__ import annotations
@@ -62,17 +65,18 @@ def check_exportable(method: str) -> None:
         )
 
 
-def export(model: Model | str | os.PathLike, method: str, **params):
+def export(model: Model | str | os.PathLike, method: str, masks: bool = False, **params):
     """``model`` (a :class:`Model`, or a path loaded on the CPU) and ``method`` with ``params``
     (checked by the registry, defaults filled in) as one self-contained ``onnx.ModelProto``
-    (see the module docstring). Raises :class:`InputError` for a method that cannot be
+    (see the module docstring). ``masks``: a pathway method's graph also returns each gate's
+    mask (``mask:<gate>``). Raises :class:`InputError` for a method that cannot be
     exported or a bad parameter, and what :func:`pathonnx.load` raises for the model."""
     check_exportable(method)
     if not isinstance(model, Model):
         model = load(model, device="cpu")
     checked = method_params(method, params, model)
     recipe = METHODS[method].export(model, **checked)
-    return build_explainer(model.graph, recipe, _metadata(model, method, checked))
+    return build_explainer(model.graph, recipe, _metadata(model, method, checked), masks)
 
 
 def save_explainer(explainer, path: str | os.PathLike) -> Path:

@@ -76,13 +76,31 @@ def test_gradcam_matches_captum(arch, exported):
     assert cosine(got[:, :1], reference).min() >= 0.999
 
 
+PRIME = (1 << 31) - 1
+
+
+def _hash(x):
+    """SmoothGrad's counter hash: five rounds of x ← (x² + k) mod p, x ← (x + ⌊x/2¹³⌋) mod p."""
+    x = np.asarray(x, np.int64) % PRIME
+    for k in (0x2545F491, 0x1B873593, 0x68E31DA4, 0x3C6EF372, 0x7F4A7C15):
+        x = (x * x + k) % PRIME
+        x = (x + x // (1 << 13)) % PRIME
+    return x
+
+
 def test_smoothgrad_is_the_mean_gradient_over_its_noise(exported):
     model, x, module, _ = setup("resnet", exported)
     got = pathonnx.attribute(model, x, TARGETS, method="smoothgrad", samples=8, stdev=0.2, seed=3)
-    noise = np.random.default_rng(3).normal(0, 0.2, (8, *x.shape))
+    # the noise of copy j at element e, from the hash as pathonnx.graph.noise states it,
+    # here in numpy (int64, then Box–Muller in float64); the same for both samples
+    elements = int(np.prod(x.shape[1:]))
+    counter = np.arange(8 * elements, dtype=np.int64).reshape(8, 1, *x.shape[1:])
+    key = _hash(np.int64(3))
+    u1, u2 = ((_hash(2 * counter + key + i) + 0.5) / PRIME for i in (0, 1))
+    noise = 0.2 * np.sqrt(-2 * np.log(u1)) * np.cos(2 * np.pi * u2)
     grads = []
     for sample in noise:
-        xt = torch.tensor(x + sample, dtype=torch.float64, requires_grad=True)
+        xt = torch.tensor(x + sample, dtype=torch.float64, requires_grad=True)  # both samples
         out = module(xt)[torch.arange(2), torch.as_tensor(TARGETS)].sum()
         grads.append(torch.autograd.grad(out, xt)[0].numpy())
     assert cosine(got, np.mean(grads, axis=0)).min() >= 0.999

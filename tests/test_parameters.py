@@ -11,11 +11,13 @@ import math
 import re
 
 import numpy as np
+import onnxruntime
 import pytest
 from helpers import EVAL, IMAGE, VGG, invoke
 
 import pathonnx
 from pathonnx.evaluation.evaluate import SETTINGS, Settings, evaluate
+from pathonnx.graph.noise import noise_graph
 from pathonnx.io import json_text
 from pathonnx.methods import METHODS, method_params
 from pathonnx.methods.registry import INTEGER, NUMBER, NUMBER_OR_UNIFORM, TEXT, WIDTH, Range
@@ -347,11 +349,16 @@ def test_batch_parameter_works_and_changes_nothing_but_the_calls(method, vgg, tm
 
 
 def test_smoothgrad_draws_the_same_noise_in_batches(vgg):
-    """The noisy copies are made a batch at a time, drawn in the order one draw of all of
-    them would give: the result is the mean gradient at x + that noise."""
+    """The noisy copies are made a batch at a time, each with its copy's noise (a hash of the
+    seed, the copy and the element: tests/test_noise.py): the result is the mean gradient at
+    x + that noise, the same noise for both samples."""
     x = np.random.default_rng(2).random((2, *vgg.input_shape), np.float32)
-    noise = np.random.default_rng(7).normal(0, 0.2, (3, *x.shape))
-    points = (x[None] + noise).astype(np.float32).reshape(-1, *x.shape[1:])
+    elements = int(np.prod(x.shape[1:]))
+    session = onnxruntime.InferenceSession(noise_graph(elements).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])  # fmt: skip
+    (noise,) = session.run(None, {"copy": np.arange(3), "seed": np.array([7])})
+    noise = np.float32(0.2) * noise.reshape(3, 1, *x.shape[1:])
+    points = (x[None] + noise).reshape(-1, *x.shape[1:])
     target = vgg.forward(x).prediction
     grads = vgg.linearize(points, np.tile(target, 3)).W.reshape(3, *x.shape)
     got = pathonnx.attribute(vgg, x, method="smoothgrad", samples=3, stdev=0.2, seed=7, batch=4)

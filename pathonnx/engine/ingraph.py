@@ -10,6 +10,7 @@ its explanation:
              attribution (N, *input_shape)     the method's map for the target
              W (N, *input_shape), b (N,)       pathway methods: the pathway's linear model
              units_kept (N, G) int64           pathway methods: units kept per selected gate
+             mask:<gate> (N, *gate) bool       pathway methods, when asked: the masks
 
 The graph is assembled from the pieces the Python methods run one by one: the canonical
 forward pass, stages of the adjoint walk (:func:`~pathonnx.engine.adjoint.build_adjoint`, cut
@@ -43,6 +44,7 @@ below the last selected gate walks the target's row only.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +62,8 @@ from .adjoint import ADJOINT_OPSET, build_adjoint
 TARGET, LOGITS, ATTRIBUTION = "target", "logits", "attribution"
 W, B, UNITS_KEPT = "W", "b", "units_kept"
 OWN = (TARGET, LOGITS, ATTRIBUTION, W, B, UNITS_KEPT)
+#: Metadata key of a pathway explainer: the gates of units_kept's columns (JSON list).
+GATES_KEY = "pathonnx.export.gates"
 #: Prefix of the tensors the explainer adds, and of model tensors renamed out of their way.
 PREFIX = "explainer/"
 #: ONNX element types (TensorProto.FLOAT, INT64) for Cast.
@@ -154,6 +158,7 @@ class Critical:
         names = [f"{kind}{i}" for kind in ("m", "kept") for i in range(len(gates))]
         found = dict(zip(names, b.inline(network_top_graph(len(gates), True), feeds, names)))
         masks = {g.name: found[f"m{i}"] for i, g in enumerate(gates)}
+        b.masks = masks
         walked, bias = b.walk({"seed": seed}, None, 0, masks=masks)
         kept = [found[f"kept{i}"] for i in range(len(gates))]
         return b.pathway_outputs(logits, walked["grad"], bias, kept, times_input=False)
@@ -196,6 +201,7 @@ class Pathwise:
             mask, count, _ = b.inline(choose_graph(limited), feeds, ["mask", "kept", "dead"])
             masks[gate.name] = mask
             kept.append(count)
+        b.masks = masks
         # below the last selected gate only the target's row matters (Python's target_to_input)
         n = em.leading(b.x, "n")
         chosen = em.op("Add", [em.op("Mul", [self._range(em, n), em.ints([rows])],
@@ -294,6 +300,8 @@ class _Builder:
         self.k = graph.num_outputs
         self.logits_model = self.forward.outputs[0]
         self.row = None
+        #: A pathway method's masks, gate name -> (N, *gate) bool, in the order of units_kept.
+        self.masks: dict = {}
         self._pieces = 0
 
     # -- inlining ------------------------------------------------------------------------------
@@ -466,24 +474,34 @@ class _Builder:
         return {LOGITS: logits, ATTRIBUTION: attribution, W: grad, B: bias, UNITS_KEPT: units}
 
 
-def build_explainer(graph: Canonical, recipe, metadata: dict[str, str]):
+def build_explainer(graph: Canonical, recipe, metadata: dict[str, str], masks: bool = False):
     """The explainer of ``graph`` (a canonical model) by ``recipe`` (a :class:`Recipe`,
     :class:`GradCam`, :class:`Critical` or :class:`Pathwise`), as one self-contained
     ModelProto (weights inside) whose metadata_props are ``metadata`` (see the module
-    docstring for its inputs and outputs)."""
+    docstring for its inputs and outputs). A pathway method's graph also records in
+    :data:`GATES_KEY` the gates of ``units_kept``'s columns, and with ``masks`` returns each
+    gate's mask as ``mask:<gate>`` (N, *gate) bool."""
     b = _Builder(graph)
     found = recipe.emit(b)
     shapes = {LOGITS: ["N", b.k], ATTRIBUTION: ["N", *b.shape], W: ["N", *b.shape], B: ["N"],
-              UNITS_KEPT: ["N", "G"]}  # fmt: skip
+              UNITS_KEPT: ["N", len(b.masks)]}  # fmt: skip
     dtypes = {UNITS_KEPT: np.int64}
     outputs = [_named(b.em, value, name, shapes[name], dtypes.get(name, np.float32))
                for name, value in found.items()]  # fmt: skip
+    if b.masks:
+        metadata = {**metadata, GATES_KEY: json.dumps(list(b.masks))}
+    if masks and b.masks:
+        shape_of = {g.name: list(g.shape) for g in graph.gates}
+        outputs += [_named(b.em, mask, f"mask:{name}", ["N", *shape_of[name]], bool)
+                    for name, mask in b.masks.items()]  # fmt: skip
     inputs = [b.x, b.em.inputs[TARGET]]
     explainer = gs.Graph(nodes=[*b.forward.nodes, *b.nodes, *b.em.nodes], inputs=inputs,
                          outputs=outputs, opset=b.opset, name="pathonnx_explainer")  # fmt: skip
     explainer.cleanup().toposort()
     proto = export_graph(explainer)
-    proto.ir_version = max(8, proto.ir_version)
+    # the model's IR version raised to what opset 17 needs (8), not the newest the onnx package
+    # writes: a runtime older than that package (onnxruntime-node 1.30: IR ≤ 13) loads the file
+    proto.ir_version = max(8, min(graph.proto.ir_version, proto.ir_version))
     proto = with_default(proto, TARGET, np.zeros(0, np.int64))
     return graph.full(with_metadata(proto, metadata))
 
