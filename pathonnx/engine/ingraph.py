@@ -75,8 +75,9 @@ def build_explainer(graph: Canonical, recipe: Recipe, metadata: dict[str, str]):
     """The explainer of ``graph`` (a canonical model) by ``recipe``, as one self-contained
     ModelProto (weights inside) whose metadata_props are ``metadata`` (see the module
     docstring for its inputs and outputs)."""
-    fused = import_graph(build_fused(graph.proto, single_row=True, masked=False,
-                                     backward=recipe.backward))  # fmt: skip
+    fused_proto = build_fused(graph.proto, single_row=True, masked=False,
+                              backward=recipe.backward)  # fmt: skip
+    fused = import_graph(fused_proto)
     x_model = fused.inputs[0]
     (seed,) = [t for t in fused.inputs if t.name == "seed"]
     if x_model.name in (TARGET, LOGITS, ATTRIBUTION):
@@ -99,7 +100,9 @@ def build_explainer(graph: Canonical, recipe: Recipe, metadata: dict[str, str]):
                          opset=fused.opset, name="pathonnx_explainer")  # fmt: skip
     explainer.cleanup().toposort()
     proto = export_graph(explainer)
-    proto.ir_version = max(8, proto.ir_version)
+    # The fused graph's IR version (the model's, at least 8), not the newest that the onnx
+    # package writes: a runtime older than that package (onnxruntime-node) still loads the file.
+    proto.ir_version = fused_proto.ir_version
     proto = with_default(proto, TARGET, np.zeros(0, np.int64))
     return graph.full(with_metadata(proto, metadata))
 
