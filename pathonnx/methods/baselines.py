@@ -92,7 +92,8 @@ def integrated_gradients(model, x, target, steps, batch):
     n = len(x)
 
     def copies(rows):
-        return (_column(alphas[rows // n], x) * x[rows % n]).astype(np.float32)
+        # in float32, as the exported graph scales x: points a rounding apart can cross a gate
+        return _column(alphas[rows // n].astype(np.float32), x) * x[rows % n]
 
     return x * _weighted_gradients(model, x, target, copies, weights, int(batch))
 
