@@ -90,3 +90,25 @@ def test_readme_evaluation_tables_are_the_evaluate_output(model):
     insertion = [r.split(",") for r in rows if r.split(",")[1] == "insertion"]
     assert len(insertion) == 10 and all(r[4] == "60" for r in insertion)  # methods, inputs
     assert f"-o docs/evaluation/{model}\n" in README
+
+
+_EXPORT_BLOCK = README.split("## Export", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+EXPORT_SHELL = [  # the `pathonnx export` commands of the Export section's first shell block
+    line.strip() for line in _EXPORT_BLOCK.splitlines() if line.startswith("pathonnx export")
+]
+
+
+def test_readme_export_picture_comes_from_the_readme_commands(tmp_path):
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_pictures
+    finally:
+        sys.path.pop(0)
+    assert make_pictures.EXPORTS == EXPORT_SHELL and len(EXPORT_SHELL) == 4
+    assert f"(docs/images/{make_pictures.EXPORT_PICTURE})" in README
+    assert (ROOT / "docs" / "images" / make_pictures.EXPORT_PICTURE).is_file()
+    (tmp_path / "sample_models").symlink_to(ROOT / "sample_models")
+    picture = make_pictures.export_picture(tmp_path)  # the commands run as written
+    assert picture.size[0] > 5 * 192
+    for command in EXPORT_SHELL:
+        assert (tmp_path / command.split(" -o ")[1].split()[0]).is_file()
