@@ -22,7 +22,10 @@ baselines) is refused, not approximated.
 The graph's metadata_props record :data:`METHOD_KEY`, :data:`PARAMS_KEY` (JSON, every
 parameter with its default filled in), :data:`SOURCE_KEY` (the sha256 of the model file as
 given) and :data:`VERSION_KEY`; the source model's own metadata (e.g. ``pathonnx.preprocess``,
-``pathonnx.labels``) is kept. A pathway method's graph adds ``pathonnx.export.gates``, the
+``pathonnx.labels``) is kept; :data:`BYTES_KEY` estimates the memory the graph needs per
+sample, and an export that would need more than this machine's budget is refused with what
+to pass instead (e.g. ``classes=20`` for pathwise on a 1000-class model). A pathway method's
+graph adds ``pathonnx.export.gates``, the
 gates of ``units_kept``'s columns.
 """
 
@@ -33,6 +36,7 @@ import os
 from pathlib import Path
 
 from .engine import Model, build_explainer, load
+from .engine.memory import memory_budget, run_bytes, shown_bytes
 from .errors import InputError
 from .graph import CANONICAL_KEY, OUTPUT_KEY
 from .io import atomic_write_bytes
@@ -43,6 +47,8 @@ METHOD_KEY = "pathonnx.export.method"
 PARAMS_KEY = "pathonnx.export.params"
 SOURCE_KEY = "pathonnx.export.source_sha256"
 VERSION_KEY = "pathonnx.version"
+#: The estimate of the bytes the graph holds per sample at run time (:func:`sample_bytes`).
+BYTES_KEY = "pathonnx.export.bytes_per_sample"
 #: Keys of the source model's metadata that describe pathonnx's canonical file, not this one.
 _DROPPED = (CANONICAL_KEY, OUTPUT_KEY)
 
@@ -76,7 +82,36 @@ def export(model: Model | str | os.PathLike, method: str, masks: bool = False, *
         model = load(model, device="cpu")
     checked = method_params(method, params, model)
     recipe = METHODS[method].export(model, **checked)
-    return build_explainer(model.graph, recipe, _metadata(model, method, checked), masks)
+    need = sample_bytes(model, recipe)
+    if need > memory_budget():
+        raise InputError(
+            f"{method} exported this way needs about {shown_bytes(need)} per sample at run time "
+            f"(over this machine's budget of {shown_bytes(memory_budget())}); "
+            + _smaller(method, model)
+        )
+    metadata = {**_metadata(model, method, checked), BYTES_KEY: str(need)}
+    return build_explainer(model.graph, recipe, metadata, masks)
+
+
+def sample_bytes(model: Model, recipe) -> int:
+    """About how many bytes the exported graph holds per sample (the engine's estimate,
+    :mod:`pathonnx.engine.memory`): the forward pass and one adjoint row per point of the
+    path (integrated gradients, SmoothGrad), or the pathwise sweep's R rows."""
+    tensors = model.graph.tensor_bytes()
+    rows = getattr(recipe, "rows", None)
+    if rows is not None:  # pathwise: one forward pass, R cotangent rows walking down
+        return run_bytes(tensors, 1, rows=False) + rows(model.num_outputs) * (
+            run_bytes(tensors, 1) - run_bytes(tensors, 1, rows=False)
+        )
+    return run_bytes(tensors, getattr(recipe, "copies", 1))
+
+
+def _smaller(method: str, model: Model) -> str:
+    if method == "pathwise":
+        return "pass -p classes=20 (the top-20 approximation explain uses) or a smaller -p depth"
+    if method in ("integrated_gradients", "smoothgrad"):
+        return "pass fewer -p steps / -p samples"
+    return "export a smaller input size (--size) or raise PATHONNX_MEMORY_BUDGET"
 
 
 def save_explainer(explainer, path: str | os.PathLike) -> Path:

@@ -322,3 +322,18 @@ def test_cli_export_bad_input(tmp_path, case, code, words):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pathonnx: error:") and words in lines[0]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_export_past_the_memory_budget_is_refused_with_what_to_pass(samples, monkeypatch):
+    model = samples["shapes_vgg"]
+
+    def needed(**params) -> int:
+        meta = {p.key: p.value for p in pathonnx.export(model, "pathwise", **params).metadata_props}
+        return int(meta["pathonnx.export.bytes_per_sample"])
+
+    need, fewer = needed(), needed(classes=2)
+    assert 0 < fewer < need  # 3 rows instead of 6
+    monkeypatch.setenv("PATHONNX_MEMORY_BUDGET", str(need - 1))
+    with pytest.raises(pathonnx.InputError, match=r"pathwise .* per sample .* -p classes=20"):
+        pathonnx.export(model, "pathwise")
+    pathonnx.export(model, "pathwise", classes=2)  # within the budget

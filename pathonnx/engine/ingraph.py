@@ -176,6 +176,10 @@ class Pathwise:
     alpha: float | None
     classes: int | None
 
+    def rows(self, k: int) -> int:
+        """Cotangent rows per sample: all K classes, or the top ``classes`` and the target."""
+        return k if self.classes is None or self.classes >= k else self.classes + 1
+
     def emit(self, b: _Builder) -> dict:
         em, gates = b.em, b.graph.gates
         logits = b.logits_model
