@@ -48,12 +48,19 @@ EXPORTS = [
 
 def run_export(command: str, folder: Path) -> Path:
     """Run one README ``pathonnx export`` command in ``folder``; return the file it wrote."""
+    args = invoke(command, "export", folder)
+    return folder / args[args.index("-o") + 1]
+
+
+def invoke(command: str, verb: str, folder: Path) -> list[str]:
+    """Run the README command ``command`` (``pathonnx <verb> ...``) in ``folder``, as
+    written; returns its arguments."""
     import os
 
     from pathonnx_cli.main import main
 
     args = shlex.split(command)
-    assert args[:2] == ["pathonnx", "export"], command
+    assert args[:2] == ["pathonnx", verb], command
     here = os.getcwd()
     os.chdir(folder)
     try:
@@ -62,7 +69,7 @@ def run_export(command: str, folder: Path) -> Path:
         os.chdir(here)
     if result.exit_code != 0:
         raise RuntimeError(f"{command!r} failed: {result.output}")
-    return folder / args[args.index("-o") + 1]
+    return args
 
 
 def serve(path: Path, image_path: Path) -> dict:
@@ -127,20 +134,7 @@ def export_picture(folder: Path):
 
 def run(command: str, folder: Path) -> Path:
     """Run one README command in ``folder``; return the PNG it wrote."""
-    import os
-
-    from pathonnx_cli.main import main
-
-    args = shlex.split(command)
-    assert args[:2] == ["pathonnx", "explain"], command
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
-        result = CliRunner().invoke(main, args[1:])
-    finally:
-        os.chdir(here)
-    if result.exit_code != 0:
-        raise RuntimeError(f"{command!r} failed: {result.output}")
+    invoke(command, "explain", folder)
     (png,) = [p for p in (folder / "pathonnx-out").glob("*.png")]
     return png
 
