@@ -334,8 +334,8 @@ def method_params(method: str, params: dict, model=None) -> dict:
     for param in entry.params:
         if param.required and params.get(param.name) is None:
             raise InputError(
-                f"{method}: {param.name} is required ({param.help}); on the command line "
-                f"-p {method}.{param.name}={param.kind.metavar}"
+                f"{method} needs {param.name}, {param.help}; on the command line "
+                f"-p {method}.{param.name}=VALUE"
             )
         if param.name in params:
             shown = f"{method}: {param.name}={params[param.name]!r}"

@@ -355,7 +355,7 @@ def _fits(model, path) -> str | None:
 
 
 PATHWAYS = Param("pathways", None, TEXT,
-                 "class pathways file (.npz from `pathonnx class-pathways`), required",
+                 "the class pathways file (required; .npz, made by pathonnx class-pathways)",
                  fits=_fits, required=True)  # fmt: skip
 
 
