@@ -90,7 +90,7 @@ def test_class_pathways_aggregate_each_samples_pathway(vgg):
     files = sorted(EVAL.glob("*.png"))[:10]
     x = np.stack([load_inputs(f, pre, vgg.input_shape)[0].x for f in files])
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 3, 3, 0])  # not the predictions: as given
-    found = pathonnx.class_pathways(vgg, x, labels, "mct", threshold=0.5, batch=3, sparsity=0.8)
+    found = pathonnx.class_pathways(vgg, x, labels, "mct", threshold=0.5, chunk=3, sparsity=0.8)
     pathway = pathonnx.critical_pathway(vgg, x, labels, method="mct", sparsity=0.8)
     units = kept_units(vgg.gates, pathway.masks, len(x))
     assert found.counts == {0: 4, 1: 4, 3: 2} and found.classes == [0, 1, 3]

@@ -18,7 +18,11 @@ inputs of its class (leave-one-out) predicts its class. Those two are recomputed
 from the cached pathways, so a record never holds a value of another set. The summary then
 reads: transfer accuracy = the mean of the records' values (the accuracy over all held-out
 inputs; n = inputs in classes of two or more); acIOU = the mean over classes of the class's
-mean ``class_iou`` (= its mean pairwise IoU), with its CI over classes (n = classes).
+mean ``class_iou`` (= its mean pairwise IoU), with its CI over classes (n = classes). Memory:
+one packed pathway (U/8 bytes) per input and pathway method. Method ``class_pathway`` gives
+every input of a class the same pathway (its file's): its acIOU is 1 by construction, and its
+transfer accuracy is that of the file's class pathways on these inputs (held out when the file
+was built on other data).
 """
 
 from __future__ import annotations

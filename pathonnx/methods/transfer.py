@@ -269,7 +269,7 @@ def class_pathways(
     method: str = "mct",
     threshold: float = THRESHOLD,
     names: list[str] | None = None,
-    batch: int = 16,
+    chunk: int = 16,
     progress=None,
     **params,
 ) -> ClassPathways:
@@ -281,11 +281,20 @@ def class_pathways(
     by average firing, keeping the units that at least ``threshold`` (in (0, 1], default 0.5)
     of the class's pathways keep.
 
-    ``labels``: each sample's class, (N,) ints (e.g. from sub-folder names); default the
-    model's predictions. ``names``: the class names written in the file (default the model's
-    ``pathonnx.labels`` metadata, else the indices). ``batch``: samples per method call;
-    ``progress(n)`` is called after each batch. Returns :class:`ClassPathways`; its
-    ``.save(path)`` writes the file that ``method="class_pathway"`` reads (``pathways=path``).
+    ``labels``: each sample's class, (N,) ints (e.g. from sub-folder names, see
+    :func:`pathonnx.images.folder_classes`); default the model's predictions. ``names``: the
+    class names written in the file (default the model's ``pathonnx.labels`` metadata, else the
+    indices). ``chunk``: samples per method call; ``progress(n)`` is called after each chunk.
+    Every other keyword is the method's (checked by the registry, one-line InputErrors).
+    Returns :class:`ClassPathways`; its ``.save(path)`` writes the file that
+    ``method="class_pathway"`` reads (``pathways=path``). Memory: one int64 count per unit and
+    class present while aggregating.
+
+    Example::
+
+        found = pathonnx.class_pathways(model, x, labels, method="mct", sparsity=0.9)
+        found.save("classes.npz")
+        pathonnx.explain(model, "photo.png", method="class_pathway", pathways="classes.npz")
     """
     if method not in METHODS or METHODS[method].kind != "pathway" or method == "class_pathway":
         known = [m.name for m in METHODS.values() if m.kind == "pathway" and m.name != NAME]
@@ -302,7 +311,7 @@ def class_pathways(
     labels = model.check_target(labels, len(x))
     fn = METHODS[method].fn
     totals: dict[int, np.ndarray] = {}
-    size = max(1, int(batch))
+    size = max(1, int(chunk))
     for lo in range(0, len(x), size):
         rows = slice(lo, lo + size)
         pathway = fn(model, x[rows], labels[rows], **params)
