@@ -79,7 +79,7 @@ GROUPS = {  # what --metrics names, and the table columns each gives
     "cnp": ["mIC", "mDC", "sparsity", "acIOU", "transfer_accuracy"],
 }
 #: What --help says of the groups whose name does not say it.
-GROUP_HELP = {"cnp": "GEN-CNP's mIC, mDC, sparsity, acIOU, transfer accuracy (pathway methods)"}
+GROUP_HELP = {"cnp": "GEN-CNP's mIC, mDC, sparsity, acIOU, transfer accuracy; pathway methods"}
 
 
 def _within_pixels(model: Model, steps: int) -> str | None:
@@ -103,7 +103,8 @@ SETTINGS = (
     Param("seed", 0, INTEGER, "seed of the MPRT re-initialization", at_least(0)),
     Param("batch", 64, INTEGER, "inputs per onnxruntime call in the metrics", at_least(1)),
     Param("class_threshold", THRESHOLD, NUMBER,
-          "cnp: share of a class's pathways that must keep a unit of its class pathway",
+          "for cnp's transfer accuracy: the share of a class's other pathways that must keep "
+          "a unit",
           Range(0, 1, lo_open=True)),
 )  # fmt: skip
 
