@@ -10,6 +10,7 @@ import click
 
 from pathonnx.errors import InputError
 from pathonnx.evaluation.evaluate import (
+    GROUP_HELP,
     GROUPS,
     SETTINGS,
     Settings,
@@ -57,7 +58,9 @@ def evaluate_options(func):
         click.option("--methods", default="pathwise,saliency,integrated_gradients,gradcam",
                      show_default=True, help="Comma-separated registry names."),
         click.option("--metrics", default=",".join(GROUPS), show_default=True,
-                     help="Comma-separated: " + ", ".join(GROUPS) + "."),
+                     help="Comma-separated: " + ", ".join(
+                         f"{g} ({GROUP_HELP[g]})" if g in GROUP_HELP else g for g in GROUPS
+                     ) + "."),
         *options.output_options(dense=True),
         click.option("--limit", type=click.IntRange(min=1),
                      help="Evaluate only the first N inputs."),
@@ -113,7 +116,8 @@ def run_evaluate(model, data, **opts) -> None:
         "output": loaded_model.describe_output(), "inputs": len(loaded),
         "device": loaded_model.device, "precision": loaded_model.precision,
         "methods": methods, "metrics": results.columns, "settings": {
-            **{name: declared[name] for name in ("steps", "seed", "mprt_layers")},
+            **{name: declared[name] for name in ("steps", "seed", "mprt_layers",
+                                                 "class_threshold")},
             "params": params, "preprocess": None if pre is None else pre.to_dict(),
             "masks": masks is not None,
         },

@@ -17,6 +17,7 @@ from pathonnx.exporting import check_exportable, exportable_methods, save_explai
 from pathonnx.images import METADATA_KEY, PRESETS, resolve_preprocess
 from pathonnx.io import command_inputs, json_text
 
+from .class_pathways_cmd import class_pathways_options, run_class_pathways
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
 from .options import (
@@ -156,6 +157,7 @@ def main(ctx, debug):
       pathonnx inspect sample_models/shapes_vgg.onnx
       pathonnx rewrite model.onnx -o model.canonical.onnx
       pathonnx export model.onnx -o explainer.onnx --method saliency
+      pathonnx class-pathways sample_models/shapes_vgg.onnx sample_models/eval -o classes.npz
     """
     ctx.obj = {"debug": debug}
     ctx.with_resource(command_inputs())  # what the command reads, no output may replace
@@ -209,9 +211,14 @@ def evaluate(model, data, **opts):
     DATA: image files, folders (recursive) or .npy arrays. Targets are the model's predictions.
     Metrics: insertion/deletion AUC (RISE), LeRF/MoRF, the MPRT sanity check (cascading
     re-initialization from the top; Spearman and SSIM, low is good), pointing game and
-    energy-based pointing game (with object masks), and pathway faithfulness (pathway methods:
-    the target's probability on the pathway alone). Each cell is the mean ± 95% CI; * marks the
-    best method per column.
+    energy-based pointing game (with object masks), pathway faithfulness (pathway methods:
+    the target's probability on the pathway alone), and GEN-CNP's metrics (cnp, pathway
+    methods): mIC (share of inputs whose target probability rises on the pathway alone), mDC
+    (mean max(0, p - p_path)/p), sparsity (share of units removed), acIOU (mean pairwise IoU of
+    same-class pathways, averaged over classes) and transfer accuracy (the network restricted
+    to the class pathway of the other inputs of the class, leave-one-out; units kept by at
+    least --class-threshold of them). Each cell is the mean ± 95% CI (acIOU's over classes); *
+    marks the best method per column.
 
     Writes OUT/results.json (summary and every record), OUT/results.csv, OUT/results.md and
     OUT/curves.png (insertion/deletion curves; needs matplotlib). Records are cached per input
@@ -221,8 +228,37 @@ def evaluate(model, data, **opts):
     Examples:
       pathonnx evaluate sample_models/shapes_vgg.onnx sample_models/eval --limit 20
       pathonnx evaluate model.onnx val/ --methods pathwise,mct,saliency --metrics insertion,deletion
+      pathonnx evaluate model.onnx val/ --methods mct,dgr,greedy --metrics pathway,cnp
     """
     run_evaluate(model, data, **opts)
+
+
+@main.command("class-pathways", epilog=methods_epilog())
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("data", nargs=-1, required=True, type=click.Path())
+@class_pathways_options
+@common_model_options
+def class_pathways(model, data, **opts):
+    """Build class pathways of MODEL from DATA and write them to OUT (.npz).
+
+    DATA: image files, folders (recursive) or .npy arrays. Each input's pathway comes from a
+    pathway --method (mct by default; its parameters as flags or -p NAME=VALUE), for its class
+    as the target: the name of the folder it lies in (DATA/<class>/...), else the model's
+    prediction (--labels-from). A class's pathway keeps the units that at least --threshold of
+    its inputs' pathways keep (average firing, Lin et al. 2023).
+
+    OUT holds, per class, its mask over every unit of every gate, and a header with the
+    model's sha256, the method and its parameters, the threshold, the class names, the gates
+    and the inputs per class. Explain new inputs with it: --method class_pathway --pathways OUT
+    (the target's class pathway, its W^p); evaluate measures it like any pathway method.
+
+    \b
+    Examples:
+      pathonnx class-pathways sample_models/shapes_vgg.onnx sample_models/eval -o vgg.npz
+      pathonnx class-pathways model.onnx train/ --method dgr --sparsity 0.95 -o classes.npz
+      pathonnx explain model.onnx photo.png --method class_pathway --pathways classes.npz
+    """
+    run_class_pathways(model, data, **opts)
 
 
 @main.command()

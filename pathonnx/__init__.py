@@ -24,8 +24,10 @@ from .exporting import export, exportable_methods
 from .graph import Gate, MaxPoolSite, PassReport
 from .methods import (
     METHODS,
+    ClassPathways,
     Pathway,
     attribute,
+    class_pathways,
     critical_pathway,
     decompose,
     jaccard,
@@ -37,6 +39,7 @@ from .version import __version__  # noqa: F401  (pathonnx.__version__)
 __all__ = [
     "METHODS",
     "CheckResult",
+    "ClassPathways",
     "Explanation",
     "Forward",
     "Gate",
@@ -52,6 +55,7 @@ __all__ = [
     "UnsupportedModelError",
     "attribute",
     "check_model",
+    "class_pathways",
     "critical_pathway",
     "decompose",
     "explain",

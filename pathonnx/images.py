@@ -410,6 +410,13 @@ def collect(paths: list, recursive: bool = True) -> list[Path]:
     return out
 
 
+def folder_classes(files: list, names: list[str]) -> list[int | None]:
+    """Each file's class from the folder it lies in (``DATA/<class name>/image.png``): the
+    index in ``names`` of its parent folder's name, or None where that names no class."""
+    index = {name: k for k, name in enumerate(names)}
+    return [index.get(Path(f).parent.name) for f in files]
+
+
 def load_inputs(
     path: Path, pre: Preprocess | None, input_shape: tuple[int, ...], grey_ok: bool = False
 ) -> list[Sample]:

@@ -223,10 +223,11 @@ def test_evaluate_command_table_files_and_resume(tmp_path):
         assert s["n"] == 4 and 0 <= s["mean"] <= 1, column
     assert report["summary"]["pathwise"]["pathway_probability"]["n"] == 4
     csv = (out / "results.csv").read_text().splitlines()
-    assert csv[0] == "method,metric,mean,ci95,n,higher_is_better" and len(csv) == 1 + 2 * 11
+    # 11 columns, and GEN-CNP's 5 (tests/test_cnp_metrics.py) since pathwise is a pathway method
+    assert csv[0] == "method,metric,mean,ci95,n,higher_is_better" and len(csv) == 1 + 2 * 16
     assert (out / "curves.png").stat().st_size > 1000
-    cached = sorted((out / "cache").iterdir())
-    assert len(cached) == 8
+    cached = sorted((out / "cache").glob("*.json"))  # beside them, pathwise's pathways
+    assert len(cached) == 8 and len(list((out / "cache").glob("*.units.npy"))) == 4
     # an interrupted run: one record lost, one torn; the rerun recomputes just those two
     cached[0].unlink()
     cached[1].write_text('{"input": ')

@@ -4,6 +4,25 @@
 :mod:`pathonnx.metrics`, caches one JSON record per (input, method) under ``cache/`` so that an
 interrupted run continues where it stopped, and summarizes each metric per method as the mean
 and a 95 % confidence half-width ``1.96 · s / √n`` (normal approximation).
+
+**Metrics over a set of inputs** (the ``cnp`` group: acIOU and transfer accuracy) are not
+properties of one input, so they do not live in the cache. They come in two passes. The first
+pass, per input as every other metric, measures what one input has on its own (mIC's
+indicator, mDC's drop, sparsity) and keeps the input's pathway: the units it keeps, packed 8 to
+a byte, cached beside its record as ``<key>.units.npy``. After every input is measured, the
+second pass reads those pathways for the whole set, groups them by class (the target: the
+model's prediction, as every metric here takes it) and writes into each record its share of
+the set metrics: ``class_iou``, the mean IoU of its pathway with the others of its class, and
+``transfer_accuracy``, 1 or 0 as the network restricted to the class pathway of the *other*
+inputs of its class (leave-one-out) predicts its class. Those two are recomputed on every run,
+from the cached pathways, so a record never holds a value of another set. The summary then
+reads: transfer accuracy = the mean of the records' values (the accuracy over all held-out
+inputs; n = inputs in classes of two or more); acIOU = the mean over classes of the class's
+mean ``class_iou`` (= its mean pairwise IoU), with its CI over classes (n = classes). Memory:
+one packed pathway (U/8 bytes) per input and pathway method. Method ``class_pathway`` gives
+every input of a class the same pathway (its file's): its acIOU is 1 by construction, and its
+transfer accuracy is that of the file's class pathways on these inputs (held out when the file
+was built on other data).
 """
 
 from __future__ import annotations
@@ -23,7 +42,9 @@ from ..errors import InputError
 from ..images import Sample
 from ..io import atomic_write_bytes, json_text, read_text
 from ..methods import METHODS, method_params
-from ..methods.registry import INTEGER, Param, at_least
+from ..methods.pathway import kept_units
+from ..methods.registry import INTEGER, NUMBER, Param, Range, at_least
+from ..methods.transfer import THRESHOLD
 from . import metrics as M
 
 #: Metric name -> (what it reports, whether higher is better).
@@ -39,6 +60,12 @@ METRICS = {
     "energy": ("energy-based pointing game", True),
     "pathway_probability": ("target probability on the pathway alone", True),
     "pathway_change": ("that minus the full network's", True),
+    # GEN-CNP's metrics (Lin et al. 2023; definitions in pathonnx.evaluation.metrics)
+    "mIC": ("mIC: share of inputs whose target probability rises on the pathway alone", True),
+    "mDC": ("mDC: mean max(0, p - p_path) / p, confidence lost on the pathway alone", False),
+    "sparsity": ("share of all units the pathway removes (no better direction)", None),
+    "acIOU": ("acIOU: mean pairwise IoU of same-class pathways, averaged over classes", True),
+    "transfer_accuracy": ("accuracy on the class pathway of the other inputs of the class", True),
 }
 GROUPS = {  # what --metrics names, and the table columns each gives
     "insertion": ["insertion"],
@@ -49,7 +76,10 @@ GROUPS = {  # what --metrics names, and the table columns each gives
     "pointing": ["pointing"],
     "energy": ["energy"],
     "pathway": ["pathway_probability", "pathway_change"],
+    "cnp": ["mIC", "mDC", "sparsity", "acIOU", "transfer_accuracy"],
 }
+#: What --help says of the groups whose name does not say it.
+GROUP_HELP = {"cnp": "GEN-CNP's mIC, mDC, sparsity, acIOU, transfer accuracy; pathway methods"}
 
 
 def _within_pixels(model: Model, steps: int) -> str | None:
@@ -72,6 +102,10 @@ SETTINGS = (
           "MPRT: randomize only the top N weighted layers (default all)", at_least(1)),
     Param("seed", 0, INTEGER, "seed of the MPRT re-initialization", at_least(0)),
     Param("batch", 64, INTEGER, "inputs per onnxruntime call in the metrics", at_least(1)),
+    Param("class_threshold", THRESHOLD, NUMBER,
+          "for cnp's transfer accuracy: the share of a class's other pathways that must keep "
+          "a unit",
+          Range(0, 1, lo_open=True)),
 )  # fmt: skip
 
 
@@ -85,6 +119,7 @@ class Settings:
     seed: int = 0
     mprt_layers: int | None = None
     batch: int = 64
+    class_threshold: float = THRESHOLD
     params: dict = field(default_factory=dict)  # per method
 
     def __post_init__(self):
@@ -106,12 +141,18 @@ class Results:
     columns: list[str]
 
     def summary(self) -> dict[str, dict[str, dict]]:
+        """Per method and column: the mean, its 95 % CI half-width and n. acIOU is over
+        classes (the mean of each class's mean ``class_iou``), every other column over
+        inputs."""
         out = {}
         for method in self.methods:
             rows = [r for r in self.records if r["method"] == method]
             out[method] = {}
             for column in self.columns:
-                values = np.array([r.get(column, np.nan) for r in rows], np.float64)
+                if column == "acIOU":
+                    values = _class_means(rows, "class_iou")
+                else:
+                    values = np.array([_number(r.get(column)) for r in rows], np.float64)
                 out[method][column] = _mean_ci(values[np.isfinite(values)])
         return out
 
@@ -130,12 +171,29 @@ class Results:
         best, summary = {}, self.summary()
         for column in self.columns:
             higher = METRICS[column][1]
+            if higher is None:  # sparsity: a trade-off, not a score
+                continue
             signed = column == "mprt_spearman"  # a signed correlation: best near 0
             scored = [(abs(s[column]["mean"]) if signed else s[column]["mean"], m)
                       for m, s in summary.items() if s[column]["mean"] is not None]  # fmt: skip
             if scored:
                 best[column] = (max if higher else min)(scored)[1]
         return best
+
+
+def _number(value) -> float:
+    """A record's value as a float: NaN where it is missing or undefined (None)."""
+    return np.nan if value is None else float(value)
+
+
+def _class_means(rows: list[dict], key: str) -> np.ndarray:
+    """Per class (the records' target), the mean of ``key`` over its records that have one."""
+    by_class: dict[int, list[float]] = {}
+    for r in rows:
+        value = _number(r.get(key))
+        if np.isfinite(value):
+            by_class.setdefault(r["target"], []).append(value)
+    return np.array([np.mean(v) for _, v in sorted(by_class.items())], np.float64)
 
 
 def _mean_ci(values: np.ndarray) -> dict:
@@ -158,7 +216,7 @@ def columns_for(groups: list[str], methods: list[str], has_masks: bool) -> list[
     for group in groups:
         if group in ("pointing", "energy") and not has_masks:
             continue
-        if group == "pathway" and not any(METHODS[m].pathway for m in methods):
+        if group in ("pathway", "cnp") and not any(METHODS[m].pathway for m in methods):
             continue
         cols += GROUPS[group]
     return cols
@@ -222,7 +280,9 @@ def evaluate(
 
     Targets are the model's predictions. ``masks``: object masks (see :func:`target_masks`) for
     the localization metrics. ``cache``: a folder for the per-(input, method) records; records
-    already there are reused. ``progress(n)`` is called as inputs × methods complete.
+    already there are reused. ``progress(n)`` is called as inputs × methods complete. With the
+    ``cnp`` group, the set metrics (acIOU, transfer accuracy) are computed after every input
+    is measured, from each pathway method's pathways of the whole set (see the module).
     """
     settings = settings or Settings()
     groups = list(GROUPS) if groups is None else list(groups)
@@ -234,6 +294,9 @@ def evaluate(
     run = _Run(model, groups, settings, masks, labels or [str(i) for i in range(model.num_outputs)])
     columns = columns_for(groups, methods, bool(masks))
     records: dict[tuple[int, str], dict] = {}
+    units: dict[tuple[int, str], np.ndarray] = {}  # packed pathways, for the set metrics
+    keeps = {m: "cnp" in groups and METHODS[m].pathway is not None for m in methods}
+    size = -(-sum(g.units for g in model.gates) // 8)  # bytes of one packed pathway
     todo: dict[str, list[int]] = {m: [] for m in methods}
     files: dict[tuple[int, str], Path] = {}  # the cache file of each (input, method)
     for i, item in enumerate(loaded):
@@ -241,8 +304,11 @@ def evaluate(
             if cache is not None:
                 files[i, method] = cache / f"{_key(sha, item, method, settings, groups)}.json"
             record = cached_record(files.get((i, method)), item, method)
-            if record is not None:
+            kept = _cached_units(files.get((i, method)), size) if keeps[method] else None
+            if record is not None and (kept is not None or not keeps[method]):
                 records[i, method] = record
+                if kept is not None:
+                    units[i, method] = kept
                 if progress:
                     progress(1)
                 continue
@@ -252,15 +318,62 @@ def evaluate(
         params = method_params(method, settings.params.get(method, {}))
         for lo in range(0, len(indices), step):
             chunk = indices[lo : lo + step]
-            found = run.measure([loaded[i] for i in chunk], method, params)
-            for i, record in zip(chunk, found):
+            found, packed = run.measure([loaded[i] for i in chunk], method, params)
+            for j, (i, record) in enumerate(zip(chunk, found)):
                 records[i, method] = record
+                if keeps[method]:
+                    units[i, method] = packed[j]
                 if cache is not None:
+                    if keeps[method]:  # first: a record is never cached without its pathway
+                        atomic_write_bytes(_units_path(files[i, method]), _npy(packed[j]))
                     atomic_write_bytes(files[i, method], json_text(record, None).encode())
             if progress:
                 progress(len(chunk))
+    for method in methods:
+        if keeps[method]:
+            _set_metrics(model, loaded, method, records, units, settings)
     ordered = [records[i, m] for i in range(len(loaded)) for m in methods]
     return Results(ordered, list(methods), columns)
+
+
+def _set_metrics(model: Model, loaded: list[Sample], method: str, records: dict, units: dict,
+                 settings: Settings) -> None:  # fmt: skip
+    """The second pass (see the module): each record of ``method`` gets ``class_iou`` and
+    ``transfer_accuracy`` from the pathways of every input, grouped by target."""
+    n = len(loaded)
+    x = np.stack([item.x for item in loaded]).astype(np.float32)
+    classes = np.array([records[i, method]["target"] for i in range(n)])
+    packed = np.stack([units[i, method] for i in range(n)])
+    found = M.class_scores(model, x, packed, classes, settings.class_threshold,
+                           max(1, settings.batch // 4))  # fmt: skip
+    for i in range(n):
+        records[i, method]["class_iou"] = _defined(found.iou[i])
+        records[i, method]["transfer_accuracy"] = _defined(found.transfer[i])
+
+
+def _units_path(record: Path) -> Path:
+    """Where the packed pathway of a cached record lies: beside it, ``<key>.units.npy``."""
+    return record.with_suffix(".units.npy")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _cached_units(record: Path | None, size: int) -> np.ndarray | None:
+    """The packed pathway cached beside ``record``: (``size``,) uint8, else None (missing,
+    torn or of another model: the input is measured again)."""
+    path = None if record is None else _units_path(record)
+    if path is None or not path.is_file():
+        return None
+    try:  # the cache is the run's own output, not an input: read without noting it
+        with open(path, "rb") as handle:
+            array = np.load(handle, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return array if array.dtype == np.uint8 and array.shape == (size,) else None
 
 
 def cached_record(path: Path | None, item: Sample, method: str) -> dict | None:
@@ -338,8 +451,11 @@ class _Run:
         self._cascade = M.cascade_models(self.model, seed, layers)
         return self._cascade
 
-    def measure(self, items: list[Sample], method: str, params: dict) -> list[dict]:
-        """One record per input: ``method``'s attribution measured with every metric group."""
+    def measure(self, items: list[Sample], method: str,
+                params: dict) -> tuple[list[dict], np.ndarray | None]:  # fmt: skip
+        """One record per input: ``method``'s attribution measured with every metric group;
+        and for a pathway method with the ``cnp`` group, the pathways as packed units
+        (N, ⌈U/8⌉) uint8 (``np.packbits`` of :func:`kept_units`), else None."""
         model, groups, settings, masks = self.model, self.groups, self.settings, self.masks
         x = np.stack([item.x for item in items]).astype(np.float32)
         n = len(x)
@@ -391,17 +507,26 @@ class _Run:
             if "energy" in groups:
                 for r, v in zip(out, M.energy_pointing(attribution, object_masks)):
                     r["energy"] = _defined(v)
-        if pathway is not None and "pathway" in groups:
+        packed = None
+        if pathway is not None and ("pathway" in groups or "cnp" in groups):
             conf = M.pathway_confidence(model, x, pathway.masks, target)
-            for r, p, c in zip(out, conf["pathway"], conf["change"]):
-                r.update(pathway_probability=float(p), pathway_change=float(c))
-        return out
+            if "pathway" in groups:
+                for r, p, c in zip(out, conf["pathway"], conf["change"]):
+                    r.update(pathway_probability=float(p), pathway_change=float(c))
+            if "cnp" in groups:
+                drop, rise = M.confidence_drop_increase(conf["full"], conf["pathway"])
+                kept = kept_units(model.gates, pathway.masks, n)
+                for r, d, u, k in zip(out, drop, rise, kept.mean(axis=1)):
+                    r.update(mIC=float(u), mDC=float(d), sparsity=float(1.0 - k))
+                packed = np.packbits(kept, axis=1)
+        return out, packed
 
 
 def _heading(column: str) -> str:
     if column == "mprt_spearman":
         return column + " →0"
-    return column + (" ↑" if METRICS[column][1] else " ↓")
+    higher = METRICS[column][1]
+    return column if higher is None else column + (" ↑" if higher else " ↓")
 
 
 def _cell(s: dict) -> str:
@@ -444,8 +569,9 @@ def csv_text(results: Results) -> str:
     for method, row in results.summary().items():
         for column, s in row.items():
             mean, ci95 = (_csv_number(s[k]) for k in ("mean", "ci95"))
+            higher = METRICS[column][1]  # None: no better direction (sparsity), left empty
             lines.append(f"{method},{column},{mean},{ci95},{s['n']},"
-                         f"{str(METRICS[column][1]).lower()}")  # fmt: skip
+                         f"{'' if higher is None else str(higher).lower()}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,18 @@ Definitions (docs/ARCHITECTURE.md, Semantics):
   mask.
 - **Pathway faithfulness**: the target's probability when the network runs restricted to the
   pathway (every unit outside it removed, a real forward pass) against the full network's.
+- **GEN-CNP's metrics** (Lin et al., "On Model Explanations with Transferable Neural
+  Pathways", 2023), with p the target's softmax probability of the full network and p^path
+  that of the network restricted to the pathway (as above). The paper's text is not at hand;
+  where its summary is silent we follow the Average Drop / Increase in Confidence of
+  Grad-CAM++ (Chattopadhyay et al. 2018), applied to the pathway instead of a masked image:
+  **mDC** = mean over samples of ``max(0, p − p^path) / p`` (lower is better); **mIC** = the
+  share of samples with ``p^path > p`` (higher is better); **sparsity** = the share of all
+  units (of all gates) a sample's pathway removes; **acIOU** = the mean pairwise IoU of the
+  pathways (units kept, all gates) of same-class samples, averaged over classes (a class needs
+  two samples); **transfer accuracy** = the accuracy, on held-out samples of a class, of the
+  network restricted to the class pathway: the units that at least ``threshold`` of the class's
+  other pathways keep (average firing, :mod:`pathonnx.methods.transfer`; leave-one-out).
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ import numpy as np
 from ..engine import Model, load, softmax
 from ..errors import InputError
 from ..graph import parametric_layers, randomized  # noqa: F401  (the cascade's pieces)
+from ..methods.pathway import gate_masks
+from ..methods.transfer import threshold_firing
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -315,3 +329,103 @@ def pathway_confidence(model: Model, x: np.ndarray, masks: dict, target) -> dict
     scales = {name: np.asarray(m, np.float32) for name, m in masks.items()}
     restricted = softmax(model.engine.scaled_forward(x, scales).logits)[rows, target]
     return {"full": full, "pathway": restricted, "change": restricted - full}
+
+
+def confidence_drop_increase(full, restricted) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, from the target's probability ``full`` (p, of the whole network) and
+    ``restricted`` (p^path, on the pathway alone): the drop ``max(0, p − p^path) / p`` and the
+    increase ``[p^path > p]`` (1.0 or 0.0). Their means over samples are mDC and mIC (Lin et al.
+    2023, after Grad-CAM++'s Average Drop / Increase in Confidence)."""
+    p = np.asarray(full, np.float64)
+    q = np.asarray(restricted, np.float64)
+    drop = np.maximum(0.0, p - q) / np.maximum(p, 1e-12)
+    return drop, (q > p).astype(np.float64)
+
+
+#: Set bits of every byte value, for numpy versions without ``bitwise_count``.
+_BITS = np.array([bin(v).count("1") for v in range(256)], np.uint8)
+
+
+def popcount(packed: np.ndarray) -> np.ndarray:
+    """Set bits of packed units (``np.packbits`` of bool units), summed over the last axis."""
+    packed = np.asarray(packed, np.uint8)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(packed).sum(axis=-1, dtype=np.int64)
+    return _BITS[packed].sum(axis=-1, dtype=np.int64)
+
+
+def iou_matrix(packed: np.ndarray) -> np.ndarray:
+    """(n, n) IoU of n pathways given as packed units (n, ⌈U/8⌉) uint8; two empty pathways
+    have IoU 0, as :func:`pathonnx.jaccard` says."""
+    packed = np.asarray(packed, np.uint8)
+    sizes = popcount(packed)
+    inter = np.stack([popcount(row[None] & packed) for row in packed]) if len(packed) else (
+        np.zeros((0, 0), np.int64))  # fmt: skip
+    union = sizes[:, None] + sizes[None, :] - inter
+    return inter / np.maximum(union, 1)
+
+
+def pairwise_iou(units: np.ndarray) -> float:
+    """The mean IoU over all pairs of n ≥ 2 pathways ``units`` (n, U) bool (NaN for fewer)."""
+    units = np.asarray(units, bool)
+    n = len(units)
+    if n < 2:
+        return float("nan")
+    iou = iou_matrix(np.packbits(units, axis=1))
+    return float((iou.sum() - np.trace(iou)) / (n * (n - 1)))
+
+
+def ac_iou(units: np.ndarray, classes) -> float:
+    """acIOU: the mean pairwise IoU of the pathways ``units`` (N, U) bool of same-class
+    samples (``classes`` (N,)), averaged over the classes that have two samples or more (NaN
+    when none has)."""
+    classes = np.asarray(classes)
+    values = [pairwise_iou(units[classes == c]) for c in np.unique(classes)]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """Per sample of a set: ``iou``, the mean IoU of its pathway with those of the other
+    samples of its class (the class's mean of it is the class's mean pairwise IoU); and
+    ``transfer``, 1.0 when the network restricted to the class pathway of the *other* samples
+    of its class predicts its class, else 0.0. Both NaN for a sample alone in its class."""
+
+    iou: np.ndarray
+    transfer: np.ndarray
+
+
+def class_scores(model: Model, x: np.ndarray, packed: np.ndarray, classes, threshold: float = 0.5,
+                 batch: int = 16) -> ClassScores:  # fmt: skip
+    """:class:`ClassScores` of the samples ``x`` (N, *input_shape), their pathways ``packed``
+    (N, ⌈U/8⌉) uint8 (``np.packbits`` of :func:`~pathonnx.methods.pathway.kept_units`) and
+    their ``classes`` (N,).
+
+    Transfer is leave-one-out: sample i of class c (with n_c ≥ 2 samples) is held out, c's
+    pathway is aggregated from the other n_c − 1 by average firing (units kept by at least
+    ``threshold`` of them), and the network restricted to it (units outside it removed, a real
+    forward pass, as :func:`pathway_confidence`) runs on x_i; a hit when its argmax is c. Memory:
+    the packed units, and per batch of held-out samples their masks as float32 scales."""
+    packed = np.asarray(packed, np.uint8)
+    classes = np.asarray(classes, np.int64)
+    n, units = len(x), sum(g.units for g in model.gates)
+    iou, transfer = np.full(n, np.nan), np.full(n, np.nan)
+    for c in np.unique(classes):
+        members = np.flatnonzero(classes == c)
+        m = len(members)
+        if m < 2:
+            continue
+        matrix = iou_matrix(packed[members])
+        iou[members] = (matrix.sum(axis=1) - np.diag(matrix)) / (m - 1)
+        counts = np.zeros(units, np.int64)
+        for i in members:
+            counts += np.unpackbits(packed[i], count=units)
+        for lo in range(0, m, max(1, int(batch))):
+            rows = members[lo : lo + max(1, int(batch))]
+            own = np.unpackbits(packed[rows], axis=1, count=units).astype(np.int64)
+            kept = threshold_firing((counts[None] - own) / (m - 1), threshold)
+            scales = {k: v.astype(np.float32) for k, v in gate_masks(model.gates, kept).items()}
+            logits = model.engine.scaled_forward(x[rows], scales).logits
+            transfer[rows] = (np.asarray(logits).argmax(axis=1) == c).astype(np.float64)
+    return ClassScores(iou, transfer)

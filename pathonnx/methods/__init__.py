@@ -5,6 +5,8 @@
 - :mod:`.selection` and :mod:`.pathwise`: pathwise explanation (Algorithm 1) and decomposition;
 - :mod:`.critical`: NeuronMCT and NeuronIntGrad critical pathways;
 - :mod:`.pruning`: the pruning-objective baselines (greedy Taylor pruning, DGR);
+- :mod:`.transfer`: class pathways aggregated from any pathway method's pathways (Lin et al.
+  2023), their file, and the ``class_pathway`` method that explains with them;
 - :mod:`.baselines`: saliency, input × gradient, integrated gradients, SmoothGrad, guided
   backprop, DeconvNet, Grad-CAM.
 
@@ -17,17 +19,20 @@ from .pathway import Pathway, jaccard
 from .registry import METHODS, Method, Param, attribute, method_params
 
 # Importing the method modules registers them, in the order --help lists them.
-from . import pathwise, critical, pruning, baselines  # noqa: E402,F401  isort: skip
+from . import pathwise, critical, pruning, transfer, baselines  # noqa: E402,F401  isort: skip
 from .critical import critical_pathway  # noqa: E402
 from .pathwise import decompose  # noqa: E402
 from .pruning import pruned_pathway  # noqa: E402
+from .transfer import ClassPathways, class_pathways  # noqa: E402
 
 __all__ = [
     "METHODS",
+    "ClassPathways",
     "Method",
     "Param",
     "Pathway",
     "attribute",
+    "class_pathways",
     "critical_pathway",
     "decompose",
     "jaccard",

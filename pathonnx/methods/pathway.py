@@ -70,3 +70,26 @@ def jaccard(a: Pathway, b: Pathway) -> np.ndarray:
         inter = inter + (ma & mb).reshape(len(ma), -1).sum(1)
         union = union + (ma | mb).reshape(len(ma), -1).sum(1)
     return inter / np.maximum(union, 1)
+
+
+def kept_units(gates, masks: dict, n: int) -> np.ndarray:
+    """(N, U) bool: every unit of ``gates`` (in their order, each gate's units in C order, U
+    units in all), True where the pathway ``masks`` keeps it; a gate without a mask is kept
+    whole, as everywhere (:func:`jaccard`)."""
+    parts = []
+    for gate in gates:
+        mask = masks.get(gate.name)
+        if mask is None:
+            parts.append(np.ones((n, gate.units), bool))
+        else:
+            parts.append(np.broadcast_to(np.asarray(mask, bool), (n, *gate.shape)).reshape(n, -1))
+    return np.concatenate(parts, axis=1)
+
+
+def gate_masks(gates, units: np.ndarray) -> dict[str, np.ndarray]:
+    """The inverse of :func:`kept_units`: (N, U) bool -> gate name -> (N, *gate.shape)."""
+    out, lo = {}, 0
+    for gate in gates:
+        out[gate.name] = units[:, lo : lo + gate.units].reshape(len(units), *gate.shape)
+        lo += gate.units
+    return out

@@ -179,7 +179,9 @@ class Param:
     """One parameter of a method: its name, default, kind, a short help text, the ``range`` a
     number must lie in, and ``fits(model, value)``, the reason a value does not fit a given
     model (None if it does), for limits that depend on the model (a gate's name, the gates'
-    count). A default of None means "chosen by the method" and is always accepted."""
+    count, a file made for one model). A default of None means "chosen by the method" and is
+    always accepted, unless the parameter is ``required`` (a file the method cannot do
+    without): :func:`method_params` then refuses a call that leaves it out."""
 
     name: str
     default: object
@@ -187,6 +189,7 @@ class Param:
     help: str
     range: Range | None = None
     fits: Callable[[object, object], str | None] | None = None
+    required: bool = False
 
     def check(self, value, shown: str | None = None):
         """``value`` as the method takes it, or an InputError that begins with ``shown``
@@ -329,6 +332,11 @@ def method_params(method: str, params: dict, model=None) -> dict:
         )
     checked = dict(entry.defaults)
     for param in entry.params:
+        if param.required and params.get(param.name) is None:
+            raise InputError(
+                f"{method} needs {param.name}, {param.help}; on the command line "
+                f"-p {method}.{param.name}=VALUE"
+            )
         if param.name in params:
             shown = f"{method}: {param.name}={params[param.name]!r}"
             checked[param.name] = param.check(params[param.name], shown)
