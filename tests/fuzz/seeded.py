@@ -294,11 +294,12 @@ PARAM_VALUES = {
 }
 
 
-def _param_expect(default, kind: str, text: str) -> tuple[int, ...]:
+def _param_expect(default, kind: str, text: str, required: bool = False) -> tuple[int, ...]:
     """What a parameter value must give: exit 2 where it is not a finite number (or, for a
-    text parameter such as a gate name, names nothing); 0 or 2 where range rules decide."""
+    text parameter such as a gate name, names nothing); 0 or 2 where range rules decide. None
+    leaves a parameter at its default, which a required one (a file) does not have."""
     if text.strip().lower() in ("null", "none"):
-        return (0,) if default is None else (2,)
+        return (0,) if default is None and not required else (2,)
     if kind == "TEXT":
         return (2,)
     if kind == "FLOAT|uniform" and text == "uniform":
@@ -322,7 +323,8 @@ def _param(i: int) -> Case:
         kind = getattr(param.kind, "metavar", "")
         text = ctx.rng.choice(PARAM_VALUES.get(kind, ["abc", "0", "-1", "nan"]))
         model = "shapes_vgg" if method.name == "gradcam" else "digits_mlp"
-        expect = _param_expect(param.default, kind, text) if kind in PARAM_VALUES else (0, 2)
+        expect = (_param_expect(param.default, kind, text, param.required)
+                  if kind in PARAM_VALUES else (0, 2))  # fmt: skip
         why = f"{method.name} {param.name}={text!r} ({kind or 'unknown kind'})"
         return ctx.explain(
             ctx.shared.model(model),
