@@ -158,23 +158,25 @@ def connect(settings: RaySettings):
     """Within it, Ray is initialized as ``settings.address`` says (see the module); yields
     the ``ray`` module. A Ray instance this started is shut down on the way out."""
     ray = require()
+    address = parse_address(settings.address)
     if ray.is_initialized():
+        if address.kind != "local":
+            raise ClusterError(
+                f"Ray is already initialized in this process, so it cannot join {address.text}; "
+                "leave the address out to run on that instance, or call ray.shutdown() first"
+            )
         _quiet(ray)
         yield ray
         return
-    address = parse_address(settings.address)
     if address.kind in ("gcs", "client"):
         _reach(address, settings.timeout)
-    # The driver's core-worker log goes to the terminal; at its default level it reports, as
-    # an error, that Ray Data's actors keep their constructor arguments in the object store
-    # (always so; harmless while the driver runs). Failures still reach the driver as errors.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     options = {"logging_level": logging.ERROR, "log_to_driver": False}
     try:
-        if address.kind == "local":
-            ray.init(include_dashboard=False, **options)
-        else:
-            ray.init(address=address.text, **options)
+        with _backend_log():
+            if address.kind == "local":
+                ray.init(include_dashboard=False, **options)
+            else:
+                ray.init(address=address.text, **options)
     except ConnectionError as err:
         hint = "check the address and that the cluster is up"
         if address.kind == "auto":
@@ -185,6 +187,21 @@ def connect(settings: RaySettings):
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _backend_log():
+    """While Ray starts: its driver's core-worker log (on the terminal) at fatal, unless the
+    user set ``RAY_BACKEND_LOG_LEVEL``. At its default level it reports, as an error, that Ray
+    Data's actors keep their constructor arguments in the object store: always so, and
+    harmless while the driver runs. Failures still reach the driver as exceptions."""
+    given = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
+        yield
+    finally:
+        if given is None:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
 
 
 def cause(err: BaseException) -> PathonnxError | None:
