@@ -33,7 +33,9 @@ _IDENTITY = [
     pa.field("method", pa.string()),
 ]
 _WHERE = [
-    pa.field("seconds", pa.float64()),  # the batch's time on its worker, per input
+    # the batch's time in the batch function on its worker, per input (explain: its files
+    # rendered too)
+    pa.field("seconds", pa.float64()),
     pa.field("worker", pa.string()),  # host:pid of the worker process
     pa.field("node", pa.string()),  # Ray's node id
 ]

@@ -101,10 +101,11 @@ class ExplainWorker:
         items = _samples(batch, with_images=True)
         t0 = time.perf_counter()
         explained = explain_samples(self.model, items, self.request, len(items))
-        seconds = (time.perf_counter() - t0) / len(items)
+        rendered = [expl.files() for expl in explained]
+        seconds = (time.perf_counter() - t0) / len(items)  # explaining and rendering
         rows = []
-        for key, stem, item, expl in zip(batch["key"], batch["stem"], items, explained):
-            files = expl.files()
+        for key, stem, item, expl, files in zip(batch["key"], batch["stem"], items, explained,
+                                                rendered):  # fmt: skip
             report = json.loads(files[".json"])
             share = None if expl.pathway is None else expl.pathway.logit_share
             rows.append({
