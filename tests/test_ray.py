@@ -289,6 +289,18 @@ def test_a_killed_worker_costs_only_its_batch(ray_local, data, serial, tmp_path)
     _same_records(results.records, serial.records)
 
 
+def test_a_worker_error_reaches_the_driver_as_its_one_line(ray_local, data, tmp_path):
+    """A worker whose model is not the driver's (here: the driver's copy of another file)
+    fails its batches; the driver raises that pathonnx error, not Ray's wrapping of it."""
+    model, loaded, _ = data
+    other = distributed.ModelSpec(str(SAMPLES / "shapes_resnet.onnx"), device="cpu")
+    with pytest.raises(InputError, match="is not the driver's") as caught:
+        distributed.evaluate(other, loaded[:4], ["saliency"], ["insertion"],
+                             Settings(steps=4), out=tmp_path, driver_model=model)  # fmt: skip
+    assert "\n" not in str(caught.value)
+    assert not list((tmp_path / distributed.RECORDS).glob("part-*"))
+
+
 def test_explain_on_ray_writes_what_serial_explain_writes(ray_local, tmp_path):
     args = ["explain", str(MODEL), str(EVAL), "--device", "cpu", "--compare", "saliency",
             "--batch", "8"]  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import errors
 from ..errors import InputError
 from ..evaluation.evaluate import METRICS
 from ..io import atomic_write_bytes, open_input
@@ -75,6 +76,22 @@ EXPLAIN = pa.schema(
 
 #: The columns a worker's explain batch carries besides :data:`EXPLAIN`: the files' bytes.
 FILE_COLUMNS = {".png": "png_data", ".json": "json_data", ".npz": "npz_data"}
+#: The column of a worker's answer that carries a pathonnx error instead of rows
+#: (``"InputError: what is wrong"``); it is never written.
+ERROR = "error"
+
+
+def raise_failure(table: pa.Table) -> None:
+    """Raise the pathonnx error a worker answered with (see :data:`ERROR`), if any."""
+    if ERROR not in table.column_names:
+        return
+    failed = [e for e in table.column(ERROR).to_pylist() if e]
+    if failed:
+        name, _, message = failed[0].partition(": ")
+        kind = getattr(errors, name, None)
+        if not (isinstance(kind, type) and issubclass(kind, errors.PathonnxError)):
+            kind, message = errors.InputError, failed[0]
+        raise kind(message)
 
 
 def write_part(folder: Path, table: pa.Table, schema: pa.Schema) -> Path:

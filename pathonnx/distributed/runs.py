@@ -82,8 +82,11 @@ def _map(ray, rows: list[dict], worker, kwargs: dict, batch: int, settings: RayS
     mapped = data.map_batches(worker, batch_size=batch, batch_format="numpy", compute=pool,
                               fn_constructor_kwargs={**kwargs, "threads": settings.threads()},
                               **remote)  # fmt: skip
+    from .parquet import raise_failure
+
     try:
         for table in mapped.iter_batches(batch_size=None, batch_format="pyarrow"):
+            raise_failure(table)
             if table.num_rows:
                 receive(table)
     except Exception as err:

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from ..errors import PathonnxError
 from ..evaluation.evaluate import Run, Settings, input_sha256
 from ..explanation import Request, explain_samples
 from ..images import Sample
@@ -49,20 +50,48 @@ def _samples(batch: dict, with_images: bool = False) -> list[Sample]:
     return out
 
 
+def _load(spec: ModelSpec, threads: int):
+    """(model, None), or (None, the error) where the model does not load here: the error is
+    then the answer to every batch (see :func:`_failure`)."""
+    for_worker(threads)
+    try:
+        return spec.load(), None
+    except PathonnxError as err:
+        return None, err
+
+
+def _failure(err: PathonnxError, schema: pa.Schema) -> pa.Table:
+    """A pathonnx error (a model that does not load on this node, an input it refuses) as
+    the batch's answer: one row whose ``error`` column names it, for the driver to raise
+    as the one-line error it is. Raised here, it would reach the driver only as text inside
+    Ray's own exceptions (an exception's cause does not cross processes)."""
+    row = {"key": "", parquet.ERROR: f"{type(err).__name__}: {err}"}
+    return pa.Table.from_pylist([row], schema=schema)
+
+
 class EvaluateWorker:
     """Measures (input, method) rows: one :class:`Run` on this worker's copy of the model."""
 
     def __init__(self, spec: ModelSpec, groups: list[str], settings: Settings,
                  masks: dict | None, names: list[str], threads: int = 1):  # fmt: skip
-        for_worker(threads)
-        self.model = spec.load()
-        self.sha = self.model.sha256()
-        self.run = Run(self.model, list(groups), settings, masks, list(names))
+        self.model, self.failed = _load(spec, threads)
+        if self.model is not None:
+            self.sha = self.model.sha256()
+            self.run = Run(self.model, list(groups), settings, masks, list(names))
         self.worker, self.node = _where()
 
     def __call__(self, batch: dict) -> pa.Table:
         """``batch``: columns key, method, source, x (N, *input_shape). Rows of one method
         are measured together, as the serial run batches them."""
+        schema = parquet.EVALUATE.append(pa.field(parquet.ERROR, pa.string()))
+        try:
+            return self._measure(batch, schema)
+        except PathonnxError as err:
+            return _failure(err, schema)
+
+    def _measure(self, batch: dict, schema: pa.Schema) -> pa.Table:
+        if self.failed is not None:
+            raise self.failed
         items = _samples(batch)
         methods = [str(m) for m in batch["method"]]
         keys = [str(k) for k in batch["key"]]
@@ -83,21 +112,33 @@ class EvaluateWorker:
                     "units": None if packed is None else packed[j].tobytes(),
                     "record": json_text(record, None),
                 }  # fmt: skip
-        return pa.Table.from_pylist(rows, schema=parquet.EVALUATE)
+        return pa.Table.from_pylist(rows, schema=schema)
 
 
 class ExplainWorker:
     """Explains input rows as ``pathonnx explain`` does, and renders each one's files."""
 
     def __init__(self, spec: ModelSpec, request: Request, threads: int = 1):
-        for_worker(threads)
-        self.model = spec.load()
-        self.sha = self.model.sha256()
+        self.model, self.failed = _load(spec, threads)
+        if self.model is not None:
+            self.sha = self.model.sha256()
         self.request = request
         self.worker, self.node = _where()
 
     def __call__(self, batch: dict) -> pa.Table:
         """``batch``: columns key, stem, source, x, image (N, H, W, 3) and has_image."""
+        schema = parquet.EXPLAIN
+        for column in [*parquet.FILE_COLUMNS.values()]:
+            schema = schema.append(pa.field(column, pa.binary()))
+        schema = schema.append(pa.field(parquet.ERROR, pa.string()))
+        try:
+            return self._explain(batch, schema)
+        except PathonnxError as err:
+            return _failure(err, schema)
+
+    def _explain(self, batch: dict, schema: pa.Schema) -> pa.Table:
+        if self.failed is not None:
+            raise self.failed
         items = _samples(batch, with_images=True)
         t0 = time.perf_counter()
         explained = explain_samples(self.model, items, self.request, len(items))
@@ -121,7 +162,4 @@ class ExplainWorker:
                 **{column: files[suffix] for suffix, column in parquet.FILE_COLUMNS.items()},
                 "seconds": seconds, "worker": self.worker, "node": self.node,
             })  # fmt: skip
-        schema = parquet.EXPLAIN
-        for column in parquet.FILE_COLUMNS.values():
-            schema = schema.append(pa.field(column, pa.binary()))
         return pa.Table.from_pylist(rows, schema=schema)
