@@ -73,7 +73,10 @@ def _map(ray, rows: list[dict], worker, kwargs: dict, batch: int, settings: RayS
     ``kwargs``) and hand each result table to ``receive`` as it arrives."""
     batches = -(-len(rows) // batch)
     workers = settings.worker_count(ray, batches)
-    data = ray.data.from_items(rows, override_num_blocks=batches)
+    try:  # about one block per batch, so that batches spread over the workers
+        data = ray.data.from_items(rows, override_num_blocks=batches)
+    except TypeError:  # Ray 2.9 names it parallelism
+        data = ray.data.from_items(rows, parallelism=batches)
     remote = {"num_cpus": settings.cpus}
     if settings.gpus > 0:
         remote["num_gpus"] = settings.gpus
