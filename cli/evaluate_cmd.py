@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pathonnx import distributed
 from pathonnx.errors import InputError
 from pathonnx.evaluation.evaluate import (
     GROUP_HELP,
@@ -28,6 +29,7 @@ from pathonnx.io import atomic_write_bytes, json_text, read_arrays
 from pathonnx.methods import METHODS
 
 from . import options
+from .render import Throughput
 
 #: The files `evaluate` writes in --out (and a cache folder).
 OUTPUTS = ("results.json", "results.csv", "results.md", "curves.png")
@@ -75,6 +77,7 @@ def evaluate_options(func):
                      help="Exact pathwise over all K classes even where it takes minutes "
                           "(by default a large model with many classes runs --classes 20)."),
         *options.preprocess_options(),
+        *options.ray_options(),
     ]  # fmt: skip
     return options.apply_options(func, options.with_method_options(own, flags=False))
 
@@ -82,6 +85,9 @@ def evaluate_options(func):
 def run_evaluate(model, data, **opts) -> None:
     methods = _names(opts["methods"], METHODS, "methods")
     groups = _names(opts["metrics"], GROUPS, "metrics")
+    on_ray = options.ray_settings(opts)
+    if on_ray is not None:
+        distributed.require()  # before any work: the extra is missing
     declared = options.declared_values(SETTINGS, opts)
     one = methods[0] if len(methods) == 1 else None
     chosen = options.method_params(opts, methods, primary=one)
@@ -103,13 +109,27 @@ def run_evaluate(model, data, **opts) -> None:
     labels = model_labels(loaded_model, opts["labels"])
     masks = _masks(opts["masks"], data)
     out = Path(opts["out"])
-    options.check_out_dir(out, [*OUTPUTS, "cache"])  # after every read
+    options.check_out_dir(out, [*OUTPUTS, "cache", distributed.RECORDS])  # after every read
     show = not opts["as_json"] and sys.stderr.isatty()
     total = len(loaded) * len(methods)
-    bar = click.progressbar(length=total, label="evaluating", file=sys.stderr)
+    bar = click.progressbar(
+        length=total,
+        label="evaluating",
+        file=sys.stderr,
+        show_pos=on_ray is not None,
+        item_show_func=lambda rate: rate,
+    )
+    throughput = Throughput(bar if show else None, "records")
     with bar if show else contextlib.nullcontext(bar):
-        results = evaluate(loaded_model, loaded, methods, groups, settings, masks, labels,
-                           cache=out / "cache", progress=bar.update if show else None)  # fmt: skip
+        if on_ray is None:
+            results = evaluate(
+                loaded_model, loaded, methods, groups, settings, masks, labels,
+                cache=out / "cache", progress=bar.update if show else None,
+            )  # fmt: skip
+        else:
+            results = distributed.evaluate(
+                options.model_spec(model, opts), loaded, methods, groups, settings, masks,
+                labels, out, on_ray, throughput, driver_model=loaded_model)  # fmt: skip
     summary = results.summary()
     report = {
         "model": str(model), "model_sha256": loaded_model.sha256(),
@@ -120,6 +140,10 @@ def run_evaluate(model, data, **opts) -> None:
                                                  "class_threshold")},
             "params": params, "preprocess": None if pre is None else pre.to_dict(),
             "masks": masks is not None,
+        },
+        "ray": None if on_ray is None else {
+            "address": on_ray.address, "records": str(out / distributed.RECORDS),
+            "measured": throughput.done, "reused": throughput.reused,
         },
         "summary": summary, "best": results.winners(), "records": results.records,
     }  # fmt: skip
@@ -132,9 +156,12 @@ def run_evaluate(model, data, **opts) -> None:
     if opts["as_json"]:
         click.echo(json_text({k: v for k, v in report.items() if k != "records"}))
         return
+    if on_ray is not None:
+        click.echo(throughput.summary(str(out / distributed.RECORDS)), err=True)
     click.echo(f"{len(loaded)} inputs × {len(methods)} methods, mean ± 95% CI; * best")
     click.echo(table_text(results))
     wrote = ["results.json", "results.csv", "results.md"] + (["curves.png"] if png else [])
+    wrote += [distributed.RECORDS] if on_ray is not None else []
     click.echo(f"wrote {', '.join(str(out / w) for w in wrote)}")
     if png is None and has_curves(results):
         click.echo("note: install matplotlib for curves.png", err=True)

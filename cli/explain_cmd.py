@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 import pathonnx
+from pathonnx import distributed
 from pathonnx.errors import InputError, one_line
-from pathonnx.explanation import Request, explain_samples, output_stem
+from pathonnx.explanation import Request, explain_samples, output_stems
 from pathonnx.images import collect
 from pathonnx.io import atomic_write_bytes, json_text, read_text
 from pathonnx.methods import METHODS
@@ -25,12 +26,15 @@ from .options import (
     check_out_dir,
     load_model,
     method_params,
+    model_spec,
     output_options,
     preprocess_options,
+    ray_options,
+    ray_settings,
     read_inputs,
     with_method_options,
 )
-from .render import StepLine
+from .render import StepLine, Throughput
 
 SAMPLES = Path(pathonnx.__file__).resolve().parent.parent / "sample_models"
 
@@ -79,6 +83,12 @@ def run_explain(model, images, **opts) -> None:
         if name not in METHODS:
             raise InputError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     params = method_params(opts, [method, *compare], primary=method)
+    on_ray = ray_settings(opts)
+    if on_ray is not None:
+        if opts["workers"] > 1:
+            raise InputError("--workers runs threads on this machine; with --ray give "
+                             "--ray-workers")  # fmt: skip
+        distributed.require()  # before any work: the extra is missing
     out = Path(opts["out"])
     files = collect(images)
     loaded_model = load_model(model, opts)
@@ -91,9 +101,16 @@ def run_explain(model, images, **opts) -> None:
                            params[method], opts["exact"])  # fmt: skip
     stems = output_stems([item.source for item in loaded])
     names = [stem + suffix for stem in stems for suffix in (".png", ".json", ".npz")]
-    check_out_dir(out, names + (["index.html"] if len(loaded) > 1 else []))  # after every read
+    ray_names = [distributed.INDEX] if on_ray is not None else []
+    check_out_dir(
+        out, names + (["index.html"] if len(loaded) > 1 else []) + ray_names
+    )  # after every read
     for note in notes + list(request.notes):
         click.echo(f"note: {one_line(note)}", err=True)
+    if on_ray is not None:
+        _explain_on_ray(model_spec(model, opts), loaded_model, loaded, request, out, on_ray, opts)
+        _report_skipped(skipped, files)
+        return
     batch = opts["batch"]
     chunks = [loaded[i : i + batch] for i in range(0, len(loaded), batch)]
     show = len(loaded) > 1 and not opts["as_json"] and sys.stderr.isatty()
@@ -131,6 +148,11 @@ def run_explain(model, images, **opts) -> None:
     if opts["as_json"]:
         data = [json.loads(e.to_json()) for e in results]
         click.echo(json_text(data[0] if len(data) == 1 else data))
+    _report_skipped(skipped, files)
+
+
+def _report_skipped(skipped: list, files: list) -> None:
+    """The inputs that could not be read, one line each, then exit 2 (if any)."""
     if skipped:
         for path, message in skipped:
             shown = message if one_line(path) in message else f"{path}: {message}"
@@ -140,18 +162,23 @@ def run_explain(model, images, **opts) -> None:
         sys.exit(2)
 
 
-def output_stems(sources: list[str]) -> list[str]:
-    """The file name (no suffix) of each input's outputs: its own name, with "_" added where
-    two inputs share one (the same name from two folders)."""
-    stems: list[str] = []
-    taken: set[str] = set()
-    for source in sources:
-        stem = output_stem(source)
-        while stem in taken:
-            stem += "_"
-        taken.add(stem)
-        stems.append(stem)
-    return stems
+def _explain_on_ray(spec, loaded_model, loaded, request, out: Path, on_ray, opts) -> None:
+    """`explain --ray`: the inputs explained by Ray workers; files and index.parquet in OUT."""
+    show = not opts["as_json"] and sys.stderr.isatty()
+    bar = click.progressbar(length=len(loaded), label="explaining", file=sys.stderr,
+                            show_pos=True, item_show_func=lambda text: text)  # fmt: skip
+    throughput = Throughput(bar if show else None, "inputs")
+    with bar if show else contextlib.nullcontext(bar):
+        done = distributed.explain(spec, loaded, request, out, on_ray, opts["batch"], throughput,
+                                   driver_model=loaded_model)  # fmt: skip
+    if opts["as_json"]:
+        click.echo(json_text({"inputs": len(done.rows), "explained": done.computed,
+                              "reused": done.reused, "index": str(done.index),
+                              "rows": done.rows}))  # fmt: skip
+        return
+    click.echo(throughput.summary(str(done.index)), err=True)
+    wrote = f"{len(done.rows)} explanations in {out} (index {done.index}"
+    click.echo(wrote + (f", overview {out / 'index.html'})" if len(done.rows) > 1 else ")"))
 
 
 def _row(expl, png: str) -> dict:
@@ -209,5 +236,6 @@ def explain_options(func):
                      help="Inputs per onnxruntime call."),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Batches explained in parallel (threads)."),
+        *ray_options(),
     ]  # fmt: skip
     return apply_options(func, with_method_options(own))

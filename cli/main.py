@@ -189,6 +189,11 @@ def explain(model, images, **opts):
     there (summed over the region), --target is a channel, and pathwise's softmax runs over
     those channels. A dynamic image input takes its height and width from --size.
 
+    With --ray [ADDRESS] (pip install 'pathonnx[ray]'), Ray workers, each holding one copy of
+    the model, explain the inputs in batches of --batch, and OUT/index.parquet gets one row per
+    input (prediction, target, files, worker, seconds). Inputs already explained in OUT (same
+    content hash, files present) are skipped; a worker that dies costs only its batch.
+
     \b
     Examples:
       pathonnx explain
@@ -196,6 +201,8 @@ def explain(model, images, **opts):
       pathonnx explain model.onnx photo.jpg --preset imagenet --target tabby --json
       pathonnx explain model.onnx scans/ --method intgrad --compare saliency,gradcam
       pathonnx explain pnet.onnx face.png --output softmax --size 36x44 --target 1 --at 6,8
+      pathonnx explain sample_models/shapes_vgg.onnx sample_models/eval -o out --ray
+      pathonnx explain model.onnx val/ --preset imagenet -o out --ray auto --ray-gpus 1
     """
     run_explain(model, images, **opts)
 
@@ -224,9 +231,17 @@ def evaluate(model, data, **opts):
     OUT/curves.png (insertion/deletion curves; needs matplotlib). Records are cached per input
     and method in OUT/cache: an interrupted run continues where it stopped.
 
+    With --ray [ADDRESS] (pip install 'pathonnx[ray]'), Ray workers, each holding one copy of
+    the model, measure the inputs in batches; every (input, method) record is a row of the
+    Parquet dataset OUT/records.parquet (metrics, curves, timings, model and input hashes),
+    and the tables are computed from it. Rows already there are skipped; a worker that dies
+    costs only its batch. The set metrics (cnp) run on this machine, after every row.
+
     \b
     Examples:
       pathonnx evaluate sample_models/shapes_vgg.onnx sample_models/eval --limit 20
+      pathonnx evaluate sample_models/shapes_vgg.onnx sample_models/eval -o out --ray
+      pathonnx evaluate model.onnx val/ -o out --ray ray://head.example.org:10001
       pathonnx evaluate model.onnx val/ --methods pathwise,mct,saliency --metrics insertion,deletion
       pathonnx evaluate model.onnx val/ --methods mct,dgr,greedy --metrics pathway,cnp
     """

@@ -13,9 +13,10 @@ from pathlib import Path
 import click
 
 import pathonnx
+from pathonnx.distributed import ModelSpec, RaySettings
 from pathonnx.errors import InputError
 from pathonnx.explanation import image_preprocess, target_model
-from pathonnx.images import PRESETS, load_inputs
+from pathonnx.images import PRESETS, load_inputs, read_mask
 from pathonnx.io import check_outputs, check_writable_folder
 from pathonnx.methods import METHODS
 
@@ -213,6 +214,46 @@ def load_model(model: str, opts: dict):
                            output=opts["output"], size=parse_size(opts["size"]))  # fmt: skip
     loaded.check_memory(1)
     return target_model(loaded, position(opts["at"]), opts["target_mask"])
+
+
+def model_spec(model: str, opts: dict) -> ModelSpec:
+    """How each Ray worker loads the model as :func:`load_model` did (a --target-mask is
+    read here, once, and travels as an array)."""
+    mask = opts["target_mask"]
+    return ModelSpec(model, opts["input_shape"], opts["device"], precision(opts["tf32"]),
+                     opts["output"], parse_size(opts["size"]), position(opts["at"]),
+                     None if mask is None else read_mask(Path(mask)))  # fmt: skip
+
+
+def ray_options() -> list:
+    """``--ray [ADDRESS]`` and its settings, shared by `explain` and `evaluate`."""
+    return [
+        click.option("--ray", "ray", metavar="[ADDRESS]", is_flag=False, flag_value="local",
+                     help="Run on Ray (needs pathonnx[ray]): a local instance, or join the "
+                          "cluster at ADDRESS (auto, HOST:PORT, ray://HOST:PORT). Rows also go "
+                          "to OUT as Parquet; a rerun skips what is there."),
+        click.option("--ray-workers", type=click.IntRange(min=1), metavar="N",
+                     help="With --ray: workers, each holding one copy of the model (default: "
+                          "one per CPU of the cluster, or per --ray-gpus)."),
+        click.option("--ray-gpus", type=click.FloatRange(min=0), metavar="G",
+                     help="With --ray: GPUs per worker (default: 1 with --device cuda, else "
+                          "0; 0.5 puts two workers on a GPU)."),
+    ]  # fmt: skip
+
+
+def ray_settings(opts: dict) -> RaySettings | None:
+    """The --ray flags as :class:`RaySettings`, or None without --ray (its settings alone
+    are an error: they would be ignored)."""
+    if opts["ray"] is None:
+        given = [f for f, k in (("--ray-workers", "ray_workers"), ("--ray-gpus", "ray_gpus"))
+                 if opts[k] is not None]  # fmt: skip
+        if given:
+            raise InputError(f"{given[0]} is a setting of --ray; add --ray [ADDRESS]")
+        return None
+    gpus = opts["ray_gpus"]
+    if gpus is None:
+        gpus = 1.0 if opts["device"] == "cuda" else 0.0
+    return RaySettings(opts["ray"], opts["ray_workers"], gpus=gpus)
 
 
 def parse_size(text):

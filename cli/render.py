@@ -157,3 +157,40 @@ class StepLine:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
             self.width = 0
+
+
+class Throughput:
+    """The progress of a Ray run (``progress(n)`` of :mod:`pathonnx.distributed`): its first
+    call is the number already recorded, the later ones each batch as it is written. Shows
+    done/total and the rate on a click progress ``bar`` (None: counts only); the rate counts
+    the batches of this run, from the first call (Ray's start included: what the user waits)."""
+
+    def __init__(self, bar=None, unit: str = "inputs", clock=None):
+        import time
+
+        self.bar, self.unit, self.clock = bar, unit, clock or time.monotonic
+        self.start: float | None = None
+        self.reused = self.done = 0
+
+    def __call__(self, n: int) -> None:
+        if self.start is None:
+            self.start, self.reused = self.clock(), n
+        else:
+            self.done += n
+        if self.bar is not None:
+            self.bar.update(n, self.rate_text())
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.start is None else self.clock() - self.start
+
+    def rate_text(self) -> str:
+        seconds = self.seconds
+        rate = self.done / seconds if seconds > 0 else 0.0
+        return f"{rate:.1f} {self.unit}/s"
+
+    def summary(self, where: str) -> str:
+        """One line for the end of the run, e.g. ``Ray: 40 records in 12.3 s (3.2 records/s);
+        20 already in OUT/records.parquet``."""
+        text = f"Ray: {self.done} {self.unit} in {self.seconds:.1f} s ({self.rate_text()})"
+        return text + (f"; {self.reused} already in {where}" if self.reused else "")

@@ -191,11 +191,10 @@ class Explanation:
         """The explanation as a matplotlib Figure (needs matplotlib)."""
         return figure(self)
 
-    def save(self, folder, stem: str | None = None) -> list[Path]:
-        """Write ``<stem>.png`` (the picture), ``<stem>.json`` (the report) and ``<stem>.npz``
-        (the attribution arrays) into ``folder``, each atomically. Returns the paths. ``stem``
-        defaults to the input's file name."""
-        folder, stem = Path(folder), stem or self.stem
+    def files(self) -> dict[str, bytes]:
+        """What :meth:`save` writes, by suffix: ``.png`` (the picture), ``.json`` (the
+        report) and ``.npz`` (the attribution arrays). A Ray worker renders them where it
+        explains, and the driver writes them."""
         report = self.to_json().encode()  # first: a report JSON cannot hold writes nothing
         png = io.BytesIO()
         self.picture().save(png, format="PNG")
@@ -205,11 +204,15 @@ class Explanation:
             **{f"path_{i + 1}": p.attribution for i, p in enumerate(self.paths)},
             **{f"compare_{k}": v for k, v in self.compare.items()},
         )  # fmt: skip
-        return [
-            atomic_write_bytes(folder / f"{stem}.png", png.getvalue()),
-            atomic_write_bytes(folder / f"{stem}.json", report),
-            atomic_write_bytes(folder / f"{stem}.npz", arrays.getvalue()),
-        ]
+        return {".png": png.getvalue(), ".json": report, ".npz": arrays.getvalue()}
+
+    def save(self, folder, stem: str | None = None) -> list[Path]:
+        """Write ``<stem>.png`` (the picture), ``<stem>.json`` (the report) and ``<stem>.npz``
+        (the attribution arrays) into ``folder``, each atomically. Returns the paths. ``stem``
+        defaults to the input's file name."""
+        folder, stem = Path(folder), stem or self.stem
+        return [atomic_write_bytes(folder / f"{stem}{suffix}", data)
+                for suffix, data in self.files().items()]  # fmt: skip
 
 
 def output_stem(source: str) -> str:
@@ -219,6 +222,20 @@ def output_stem(source: str) -> str:
     if "[" in source:
         name += "_" + source.rsplit("[", 1)[1].rstrip("]")
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def output_stems(sources: list[str]) -> list[str]:
+    """The file name (no suffix) of each input's outputs: its own name, with "_" added where
+    two inputs share one (the same name from two folders)."""
+    stems: list[str] = []
+    taken: set[str] = set()
+    for source in sources:
+        stem = output_stem(source)
+        while stem in taken:
+            stem += "_"
+        taken.add(stem)
+        stems.append(stem)
+    return stems
 
 
 def model_labels(model: Model, labels=None) -> list[str]:

@@ -28,6 +28,11 @@ PRECISIONS = ("exact", "tf32")
 #: tries subgraphs that cannot fold).
 LOG_SEVERITY = 4
 
+#: The environment variable that sets onnxruntime's intra-op threads per session (unset or
+#: 0: onnxruntime's default, one per physical core). A Ray worker sets it to the CPUs it
+#: holds, so that several workers on one node do not each start a thread per core.
+THREADS_ENV = "PATHONNX_THREADS"
+
 
 def _quiet_runtime() -> None:
     """onnxruntime's process-wide settings, made once, before any session of pathonnx or of
@@ -125,6 +130,19 @@ def _load_cuda_libraries() -> None:
     _CUDA_LIBRARIES = True
 
 
+def _threads() -> int:
+    """The intra-op threads of a new session: :data:`THREADS_ENV`, else 0 (the default)."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    try:
+        threads = int(text or 0)
+    except ValueError:
+        raise InputError(f"{THREADS_ENV}={text!r} is not a number of threads; unset it or "
+                         "give a positive integer") from None  # fmt: skip
+    if threads < 0:
+        raise InputError(f"{THREADS_ENV}={text} must be 0 (the default) or more")
+    return threads
+
+
 def make_session(proto, providers: list, profile: str | None = None,
                  weights=None) -> ort.InferenceSession:  # fmt: skip
     """A session for ``proto`` (a graph from :mod:`pathonnx.graph`) on ``providers``;
@@ -144,6 +162,7 @@ def make_session(proto, providers: list, profile: str | None = None,
     # pathonnx runs several sessions back to back (forward, then adjoint): threads that spin
     # after one run would steal the cores the next run needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = _threads()
     # The memory pattern plans one block per run for the whole graph. The shared arena grows
     # by what is asked, so with the pattern on, VGG-16's backward runs kept ~1.7 GB more and
     # were slower (measured on integrated gradients).

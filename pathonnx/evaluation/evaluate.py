@@ -255,9 +255,18 @@ def _refuse(token: str):
     raise ValueError(f"{token} is not JSON")
 
 
-def _key(model_sha: str, item: Sample, method: str, settings: Settings, groups) -> str:
+def input_sha256(item: Sample) -> str:
+    """The content hash of one input as the model sees it (its array's bytes)."""
+    return hashlib.sha256(item.x.tobytes()).hexdigest()
+
+
+def record_key(model_sha: str, item: Sample, method: str, settings: Settings, groups) -> str:
+    """The content hash that names the record of ``item`` and ``method``: the model's
+    identity, the input's source and array, the method's parameters and what is measured.
+    An input already recorded under this key is not measured again (the serial cache's
+    file names, the Parquet dataset's ``key`` column)."""
     blob = json.dumps(
-        [model_sha, item.source, hashlib.sha256(item.x.tobytes()).hexdigest(), method,
+        [model_sha, item.source, input_sha256(item), method,
          settings.params.get(method, {}), settings.steps, list(settings.fractions),
          settings.seed, settings.mprt_layers, sorted(groups)],
         default=str,
@@ -291,18 +300,18 @@ def evaluate(
         raise InputError("no inputs to evaluate")
     model.require_position()
     sha = model.identity
-    run = _Run(model, groups, settings, masks, labels or [str(i) for i in range(model.num_outputs)])
-    columns = columns_for(groups, methods, bool(masks))
+    run = Run(model, groups, settings, masks, labels or [str(i) for i in range(model.num_outputs)])
     records: dict[tuple[int, str], dict] = {}
     units: dict[tuple[int, str], np.ndarray] = {}  # packed pathways, for the set metrics
-    keeps = {m: "cnp" in groups and METHODS[m].pathway is not None for m in methods}
-    size = -(-sum(g.units for g in model.gates) // 8)  # bytes of one packed pathway
+    keeps = {m: keeps_pathway(m, groups) for m in methods}
+    size = pathway_bytes(model)
     todo: dict[str, list[int]] = {m: [] for m in methods}
     files: dict[tuple[int, str], Path] = {}  # the cache file of each (input, method)
     for i, item in enumerate(loaded):
         for method in methods:
             if cache is not None:
-                files[i, method] = cache / f"{_key(sha, item, method, settings, groups)}.json"
+                key = record_key(sha, item, method, settings, groups)
+                files[i, method] = cache / f"{key}.json"
             record = cached_record(files.get((i, method)), item, method)
             kept = _cached_units(files.get((i, method)), size) if keeps[method] else None
             if record is not None and (kept is not None or not keeps[method]):
@@ -329,11 +338,31 @@ def evaluate(
                     atomic_write_bytes(files[i, method], json_text(record, None).encode())
             if progress:
                 progress(len(chunk))
+    return finish(model, loaded, methods, groups, settings, masks, records, units)
+
+
+def keeps_pathway(method: str, groups) -> bool:
+    """Whether ``method``'s records come with their packed pathway (a pathway method, with
+    the ``cnp`` group: the set metrics need every input's pathway)."""
+    return "cnp" in groups and METHODS[method].pathway is not None
+
+
+def pathway_bytes(model: Model) -> int:
+    """Bytes of one packed pathway of ``model``: ⌈U/8⌉, U its units per sample."""
+    return -(-sum(g.units for g in model.gates) // 8)
+
+
+def finish(model: Model, loaded: list[Sample], methods: list[str], groups: list[str],
+           settings: Settings, masks: dict | None, records: dict,
+           units: dict) -> Results:  # fmt: skip
+    """:class:`Results` from every (input index, method) record (and, for the set metrics,
+    packed pathway) of a run, however they were measured: the set metrics' second pass
+    (see the module), then the records in input order."""
     for method in methods:
-        if keeps[method]:
+        if keeps_pathway(method, groups):
             _set_metrics(model, loaded, method, records, units, settings)
     ordered = [records[i, m] for i in range(len(loaded)) for m in methods]
-    return Results(ordered, list(methods), columns)
+    return Results(ordered, list(methods), columns_for(groups, methods, bool(masks)))
 
 
 def _set_metrics(model: Model, loaded: list[Sample], method: str, records: dict, units: dict,
@@ -387,8 +416,19 @@ def cached_record(path: Path | None, item: Sample, method: str) -> dict | None:
         raise InputError(f"{path} is in the cache's place for a record, but not a file; remove it")
     try:  # the cache is the run's own output, not an input: it may be written again
         text = read_text(path, "a cache record", note=False)
-        record = json.loads(text, parse_constant=_refuse)  # NaN: written by an older version
     except (ValueError, InputError):  # UnicodeDecodeError is a ValueError
+        return None
+    return parse_record(text, item, method)
+
+
+def parse_record(text: str | None, item: Sample, method: str) -> dict | None:
+    """The record in the JSON ``text`` (a cache file's, a Parquet row's), when it is a
+    well-formed record of ``item`` and ``method``; else None (measured again)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        record = json.loads(text, parse_constant=_refuse)  # NaN: written by an older version
+    except ValueError:
         return None
     return record if _is_record(record, item, method) else None
 
@@ -428,8 +468,11 @@ CASCADE_KEPT = 1 << 30
 
 
 @dataclass
-class _Run:
-    """What every batch of one :func:`evaluate` call shares."""
+class Run:
+    """What every batch of one run shares: the model, what is measured, the object masks and
+    the class names. :meth:`measure` is the batch function, (model, batch) → records, of
+    both the serial :func:`evaluate` and a Ray run (:mod:`pathonnx.distributed`), where each
+    worker holds its own Run on its own copy of the model."""
 
     model: Model
     groups: list[str]
@@ -453,7 +496,9 @@ class _Run:
 
     def measure(self, items: list[Sample], method: str,
                 params: dict) -> tuple[list[dict], np.ndarray | None]:  # fmt: skip
-        """One record per input: ``method``'s attribution measured with every metric group;
+        """One record per input of ``items`` (a batch): ``method``'s attribution (with
+        ``params``, completed by :func:`~pathonnx.methods.method_params`) measured with
+        every metric group;
         and for a pathway method with the ``cnp`` group, the pathways as packed units
         (N, ⌈U/8⌉) uint8 (``np.packbits`` of :func:`kept_units`), else None."""
         model, groups, settings, masks = self.model, self.groups, self.settings, self.masks
