@@ -5,6 +5,7 @@
 - :mod:`.selection` and :mod:`.pathwise`: pathwise explanation (Algorithm 1) and decomposition;
 - :mod:`.critical`: NeuronMCT and NeuronIntGrad critical pathways;
 - :mod:`.pruning`: the pruning-objective baselines (greedy Taylor pruning, DGR);
+- :mod:`.learned`: GEN-CNP's learned pathways, read from a generator (``pathonnx learn``);
 - :mod:`.baselines`: saliency, input × gradient, integrated gradients, SmoothGrad, guided
   backprop, DeconvNet, Grad-CAM.
 
@@ -17,7 +18,7 @@ from .pathway import Pathway, jaccard
 from .registry import METHODS, Method, Param, attribute, method_params
 
 # Importing the method modules registers them, in the order --help lists them.
-from . import pathwise, critical, pruning, baselines  # noqa: E402,F401  isort: skip
+from . import pathwise, critical, pruning, learned, baselines  # noqa: E402,F401  isort: skip
 from .critical import critical_pathway  # noqa: E402
 from .pathwise import decompose  # noqa: E402
 from .pruning import pruned_pathway  # noqa: E402

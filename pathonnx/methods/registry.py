@@ -179,7 +179,9 @@ class Param:
     """One parameter of a method: its name, default, kind, a short help text, the ``range`` a
     number must lie in, and ``fits(model, value)``, the reason a value does not fit a given
     model (None if it does), for limits that depend on the model (a gate's name, the gates'
-    count). A default of None means "chosen by the method" and is always accepted."""
+    count). A default of None means "chosen by the method" and is always accepted, unless
+    the parameter is ``required`` (a file only the user can name, such as gencnp's generator):
+    :func:`method_params` then refuses a call without it, before any work."""
 
     name: str
     default: object
@@ -187,6 +189,7 @@ class Param:
     help: str
     range: Range | None = None
     fits: Callable[[object, object], str | None] | None = None
+    required: bool = False
 
     def check(self, value, shown: str | None = None):
         """``value`` as the method takes it, or an InputError that begins with ``shown``
@@ -334,6 +337,12 @@ def method_params(method: str, params: dict, model=None) -> dict:
             checked[param.name] = param.check(params[param.name], shown)
             if model is not None:
                 param.check_model(model, checked[param.name], shown)
+    for param in entry.params:
+        if param.required and checked[param.name] is None:
+            raise InputError(
+                f"method {method!r} needs {param.name}: {param.help}; pass "
+                f"{param.name}=... (on the command line -p {param.name}=VALUE)"
+            )
     return checked
 
 
