@@ -148,21 +148,23 @@ def _folder_labels(data: list[Path], files: list[Path], class_names: list[str]) 
 
 
 def split(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) indices: per class, ``share`` of its inputs (rounded) held out,
-    drawn with ``seed``; at least one input held out, at least one left to train on."""
+    """(train, validation) indices: round(``share``·N) inputs held out (at least one, and at
+    least one left to train on), shared among the classes in proportion to their sizes
+    (largest remainders first), each class's drawn with ``seed``."""
     n = len(labels)
     if n < 2:
         raise InputError(f"the training data holds {n} input(s); give at least 2 (one to train "
                          "on, one to validate with)")  # fmt: skip
+    total = min(max(1, int(round(share * n))), n - 1)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = total * counts / n
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: total - quota.sum()]:
+        quota[i] += 1
     rng = np.random.default_rng([seed, 1])
     held = []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        held += members[: int(round(share * len(members)))].tolist()
-    if not held:
-        held = [int(rng.integers(n))]
-    if len(held) == n:
-        held = held[:-1]
+    for c, k in zip(classes, quota):
+        held += rng.permutation(np.flatnonzero(labels == c))[:k].tolist()
     val = np.sort(np.asarray(held, np.int64))
     train = np.setdiff1d(np.arange(n), val)
     return train, val
