@@ -14,7 +14,7 @@ from pathonnx.errors import InputError
 from pathonnx.explanation import model_labels
 from pathonnx.images import collect
 from pathonnx.io import check_outputs, json_text
-from pathonnx.learn import Settings, require_torch
+from pathonnx.learn import Settings, check_gates, require_torch
 from pathonnx.methods.learned import GRANULARITIES
 
 from .options import (
@@ -124,7 +124,7 @@ def run_learn(model, data, **opts) -> None:
     loaded = pathonnx.load(model, opts["input_shape"], opts["device"], precision(opts["tf32"]),
                            output=opts["output"], size=parse_size(opts["size"]))  # fmt: skip
     loaded.check_memory(settings.batch)
-    learn.training.check_gates(loaded, settings.granularity)
+    check_gates(loaded)
     files = collect([data])
     pre = cli_preprocess(loaded, opts, files)
     names = model_labels(loaded, opts["labels"])

@@ -295,6 +295,15 @@ def test_learn_on_the_command_line_writes_a_generator_and_resumes(data, tmp_path
     assert "explain with: pathonnx explain" in text.stdout and "epoch 1/1" in text.stderr
 
 
+def test_learn_runs_in_a_fresh_process(data, tmp_path):
+    out = tmp_path / "gen.onnx"
+    done = subprocess.run([sys.executable, "-m", "pathonnx_cli.main", "learn", str(VGG),
+                           str(data), "-o", str(out), "--epochs", "1", "--steps", "1"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and f"wrote {out}" in done.stdout
+
+
 def test_learn_help_has_an_example():
     result = invoke("learn", "--help")
     assert result.exit_code == 0 and "Example" in result.stdout

@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import InputError
-from .settings import Settings
+from .settings import Settings, check_gates
 
 #: What needs torch, and the module that has it.
 _NEEDS_TORCH = {
@@ -62,4 +62,4 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f".{_NEEDS_TORCH[name]}", __name__), name)
 
 
-__all__ = ["Settings", "require_torch", *_NEEDS_TORCH]
+__all__ = ["Settings", "check_gates", "require_torch", *_NEEDS_TORCH]

@@ -20,13 +20,17 @@ from ..engine import as_batch
 from ..errors import InputError
 from ..images import collect, load_inputs
 
+#: Bytes of decoded images kept in memory after their first read (epochs then read them
+#: there); beyond it, images are decoded again each time.
+CACHE_BYTES = 1 << 30
+
 
 @dataclass
 class Examples:
     """``sources`` (one name per input), ``labels`` (N,) int64, ``label_source``
     ("folders", "predictions" or "given"), the model's ``logits`` (N, K) on every input,
     and ``fingerprint``, which a checkpoint records to resume only on the same data.
-    :meth:`batch` reads inputs by index."""
+    :meth:`batch` reads inputs by index (images decoded once, up to :data:`CACHE_BYTES`)."""
 
     sources: list[str]
     labels: np.ndarray
@@ -38,6 +42,7 @@ class Examples:
     _preprocess: object = None
     _input_shape: tuple = ()
     _grey_ok: bool = False
+    _cached: int = 0
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -51,6 +56,8 @@ class Examples:
                 (sample,) = load_inputs(self._files[i], self._preprocess, self._input_shape,
                                         self._grey_ok)  # fmt: skip
                 x = sample.x
+                if self._cached + x.nbytes <= CACHE_BYTES:
+                    self._arrays[i], self._cached = x, self._cached + x.nbytes
             out.append(x)
         return np.stack(out).astype(np.float32)
 

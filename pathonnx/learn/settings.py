@@ -1,5 +1,5 @@
 """How a generator is trained: :class:`Settings`, with the defaults that ``pathonnx learn``
-shows (this module needs no torch)."""
+shows, and which models it trains for (:func:`check_gates`). This module needs no torch."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ class Settings:
     ``val_share`` [0.1] of the inputs held out (per class); ``embed`` [16], ``size`` [4] and
     ``width`` [32]: the generator's sizes (:mod:`.generator`); ``daq_start`` [0.2],
     ``daq_decay`` [0.8] per epoch and ``daq_end`` [0.02]: DAQ's temperature; ``steps``
-    [None]: at most this many batches per epoch (None: all)."""
+    [None]: at most this many batches per epoch (None: all); ``min_delta`` [1e-3]: an epoch
+    is better when its validation loss is below the best one by more than this share."""
 
     granularity: str = "channel"
     epochs: int = 30
@@ -40,9 +41,10 @@ class Settings:
     daq_decay: float = 0.8
     daq_end: float = 0.02
     steps: int | None = None
+    min_delta: float = 1e-3
 
     #: Settings a resumed run may change.
-    RESUMABLE = ("epochs", "patience")
+    RESUMABLE = ("epochs", "patience", "min_delta")
 
     def check(self) -> Settings:
         """Raise InputError naming the first setting out of its range."""
@@ -67,6 +69,8 @@ class Settings:
             raise InputError(f"sparsity={self.sparsity!r} must be a number >= 0")
         if not 0 < self.val_share < 1:
             raise InputError(f"val_share={self.val_share!r} must be in (0, 1)")
+        if not 0 <= self.min_delta < 1:
+            raise InputError(f"min_delta={self.min_delta!r} must be in [0, 1)")
         if not 0 < self.daq_decay <= 1:
             raise InputError(f"daq_decay={self.daq_decay!r} must be in (0, 1]")
         return self
@@ -81,3 +85,15 @@ class Settings:
 
     def resumable_key(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}
+
+
+def check_gates(model) -> None:
+    """The generator reads gates of per-sample shape (C,) or (C, H, W): refuse others."""
+    for gate in model.gates:
+        if len(gate.shape) not in (1, 3):
+            raise InputError(
+                f"gate {gate.name!r} has per-sample shape {tuple(gate.shape)}; pathonnx learn "
+                "handles gates of shape (C,) and (C, H, W)"
+            )
+    if not model.gates:
+        raise InputError("the model has no gates: there is no pathway to learn")

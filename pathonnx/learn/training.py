@@ -43,7 +43,7 @@ from ..io import atomic_write_bytes, read_bytes
 from .autograd import pathway_logits
 from .data import Examples, split
 from .generator import GenCNP, daq
-from .settings import Settings
+from .settings import Settings, check_gates
 
 #: What a checkpoint file says it is.
 CHECKPOINT_FORMAT = "pathonnx.gencnp.checkpoint/1"
@@ -71,19 +71,6 @@ class Trained:
     def losses(self) -> dict:
         """The best epoch's record (what the generator file records as its final losses)."""
         return dict(self.history[self.best_epoch - 1]) if self.history else {}
-
-
-def check_gates(model, granularity: str) -> None:
-    """The generator reads gates of per-sample shape (C,) or (C, H, W): refuse others."""
-    for gate in model.gates:
-        if len(gate.shape) not in (1, 3):
-            raise InputError(
-                f"gate {gate.name!r} has per-sample shape {tuple(gate.shape)}; pathonnx learn "
-                "handles gates of shape (C,) and (C, H, W)"
-            )
-    if not model.gates:
-        raise InputError("the model has no gates: there is no pathway to learn")
-    del granularity
 
 
 def _activations(model, fwd) -> list[torch.Tensor]:
@@ -189,7 +176,7 @@ def train(model, examples: Examples, settings: Settings | None = None,
     "steps", "kd", "l2", "loss", "temperature"}``, running means over the epoch) and every
     epoch's end (``"phase": "epoch"`` with the validation terms). Deterministic for a seed."""
     settings = (settings or Settings()).check()
-    check_gates(model, settings.granularity)
+    check_gates(model)
     started = time.perf_counter()
     train_index, val_index = split(examples.labels, settings.val_share, settings.seed)
     with torch.random.fork_rng(devices=[]):
@@ -241,7 +228,7 @@ def train(model, examples: Examples, settings: Settings | None = None,
                   **{k: v / max(len(batches), 1) for k, v in sums.items()},
                   **_validate(generator, model, examples, val_index, settings)}  # fmt: skip
         state["history"].append(record)
-        if record["val_loss"] < state["best_loss"] - 1e-7:
+        if record["val_loss"] < state["best_loss"] * (1 - settings.min_delta):
             state.update(best_loss=record["val_loss"], best_epoch=epoch + 1, stale=0,
                          best=copy.deepcopy(generator.state_dict()))  # fmt: skip
         else:
