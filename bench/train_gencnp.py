@@ -8,6 +8,11 @@ so the labels come from the folder names. For each model the script runs what
 exporting) and prints the time of each part and the final losses: the best epoch's training
 KD and l2 terms, and on the held-out 10% with the hard masks the KD loss, the share of the
 model's units kept and the agreement of the pathway network's prediction with the model's.
+Then, on ``sample_models/eval`` (60 images the models never saw), the ``gencnp`` pathways
+from the exported file: the share of the model's units they keep, and how much of the frozen
+pathway's target logit ``W^p·x + b^p`` its input term carries, |W^p·x| / (|W^p·x| + |b^p|)
+(0 when nothing of the input reaches the logit along the pathway), next to NeuronMCT's
+pathways at sparsity 0.9.
 
 Run with no arguments; ``--quick`` trains on 512 images for 2 epochs (a smoke run);
 ``--out DIR`` keeps the generators.
@@ -22,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,7 +36,7 @@ from common import machine  # noqa: E402
 
 import pathonnx  # noqa: E402
 from pathonnx.explanation import model_labels  # noqa: E402
-from pathonnx.images import resolve_preprocess  # noqa: E402
+from pathonnx.images import collect, load_inputs, resolve_preprocess  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 MODELS = ("shapes_vgg", "shapes_resnet")
@@ -54,6 +60,21 @@ def write_training_images(folder: Path, count: int) -> int:
     for i, (image, label) in enumerate(zip(data.images, data.labels)):
         Image.fromarray(image).save(folder / shapes.CLASSES[label] / f"{i:05d}.png")
     return len(data)
+
+
+def pathway_shares(model, pathway, x) -> tuple[float, float]:
+    """(mean share of the model's units kept, mean input share of the frozen logit)."""
+    n, units = len(x), sum(g.units for g in model.gates)
+    kept = sum(pathway.masks[g.name].reshape(n, -1).sum(axis=1) for g in model.gates) / units
+    term = np.abs((pathway.linear.W * x).reshape(n, -1).sum(axis=1))
+    share = term / np.maximum(term + np.abs(pathway.linear.b), 1e-12)
+    return float(kept.mean()), float(share.mean())
+
+
+def eval_inputs(model) -> np.ndarray:
+    pre = resolve_preprocess(model.input_shape, model.metadata)
+    files = collect([SAMPLES / "eval"])
+    return np.stack([load_inputs(f, pre, model.input_shape)[0].x for f in files])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,15 +126,20 @@ def main(argv=None) -> None:
 
             trained = train(model, examples, settings, progress=show)
             t1 = time.perf_counter()
-            export_generator(trained, model, out / f"{name}.gencnp.onnx")
+            file = out / f"{name}.gencnp.onnx"
+            export_generator(trained, model, file)
             exported = time.perf_counter() - t1
-            rows.append((name, examples, trained, read, exported))
+            x = eval_inputs(model)
+            gencnp = pathonnx.METHODS["gencnp"].fn(model, x, None, str(file))
+            mct = pathonnx.critical_pathway(model, x, method="mct", sparsity=0.9)
+            shares = (*pathway_shares(model, gencnp, x), *pathway_shares(model, mct, x))
+            rows.append((name, examples, trained, read, exported, shares))
     print()
     print(
         f"{'model':<15}{'images':>7}{'epochs':>7}{'best':>5}{'read s':>8}{'train s':>9}"
         f"{'s/epoch':>8}{'export s':>9}{'kd':>8}{'l2':>7}{'val kd':>8}{'kept':>7}{'agree':>7}"
     )
-    for name, examples, trained, read, exported in rows:
+    for name, examples, trained, read, exported, _ in rows:
         losses, epochs = trained.losses, len(trained.history)
         print(f"{name:<15}{len(examples):>7}{epochs:>7}{trained.best_epoch:>5}{read:>8.1f}"
               f"{trained.seconds:>9.1f}{trained.seconds / max(epochs, 1):>8.1f}{exported:>9.1f}"
@@ -123,6 +149,16 @@ def main(argv=None) -> None:
         "kd, l2: training terms of the best epoch (soft masks); val kd, kept (share of the "
         "model's units), agree (pathway network's prediction = model's): held-out inputs, "
         "hard masks"
+    )
+    print()
+    print(f"{'on sample_models/eval':<24}{'gencnp kept':>12}{'input share':>12}"
+          f"{'mct kept':>10}{'input share':>12}")  # fmt: skip
+    for name, *_, shares in rows:
+        print(f"{name:<24}{shares[0]:>12.3f}{shares[1]:>12.3f}{shares[2]:>10.3f}"
+              f"{shares[3]:>12.3f}")  # fmt: skip
+    print(
+        "kept: share of the model's units; input share: |W^p·x| / (|W^p·x| + |b^p|) of "
+        "the frozen pathway's target logit (mct: sparsity 0.9)"
     )
 
 

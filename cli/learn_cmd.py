@@ -49,6 +49,10 @@ def learn_options(func):
                      show_default=True,
                      help="λ, the weight of the l2 sparsity term against the distillation "
                           "loss: larger keeps fewer units."),
+        click.option("--baseline", type=click.FloatRange(min=0), default=d.baseline,
+                     show_default=True,
+                     help="μ, the weight of the baseline term: the pathway run at a zero "
+                          "input should behave as the model does there (0: the paper's loss)."),
         click.option("--patience", type=click.IntRange(min=1), default=d.patience,
                      show_default=True,
                      help="Stop after this many epochs without a better validation loss."),
@@ -86,16 +90,17 @@ class Progress:
                 self.bar = click.progressbar(
                     length=event["steps"], file=sys.stderr,
                     label=f"epoch {event['epoch']}/{event['epochs']}",
-                    item_show_func=lambda e: e and (f"kd {e['kd']:.4f}  l2 {e['l2']:.3f}  "
-                                                    f"loss {e['loss']:.4f}"),
+                    item_show_func=lambda e: e and (f"kd {e['kd']:.4f}  baseline "
+                                                    f"{e['baseline']:.4f}  l2 {e['l2']:.3f}"),
                 )  # fmt: skip
                 self.bar.__enter__()
             self.bar.update(1, current_item=event)
         elif event["phase"] == "epoch":
             self.close()
             click.echo(
-                f"epoch {event['epoch']}/{event['epochs']}: kd {event['kd']:.4f} l2 "
-                f"{event['l2']:.3f} | validation (hard masks): kd {event['val_kd']:.4f}, "
+                f"epoch {event['epoch']}/{event['epochs']}: kd {event['kd']:.4f} baseline "
+                f"{event['baseline']:.4f} l2 {event['l2']:.3f} | validation (hard masks): kd "
+                f"{event['val_kd']:.4f}, baseline {event['val_baseline']:.4f}, "
                 f"units kept {100 * event['val_units_kept']:.1f}%, agreement "
                 f"{100 * event['val_agreement']:.1f}%"
                 + ("; no better for --patience epochs: stopping" if event["stopped"] else ""),
@@ -114,7 +119,8 @@ def run_learn(model, data, **opts) -> None:
 
     settings = Settings(
         granularity=opts["granularity"], epochs=opts["epochs"], batch=opts["batch"],
-        lr=opts["lr"], sparsity=opts["sparsity"], patience=opts["patience"], seed=opts["seed"],
+        lr=opts["lr"], sparsity=opts["sparsity"], baseline=opts["baseline"],
+        patience=opts["patience"], seed=opts["seed"],
         val_share=opts["val_share"], steps=opts["steps"],
     ).check()  # fmt: skip
     out = Path(opts["out"])

@@ -237,9 +237,11 @@ def learn(model, data, **opts):
 
     The generator (Lin et al., arXiv 2309.09887) reads the model's gate outputs at an input
     and returns its pathway: one binary mask per channel (or per unit) of every gate, its
-    sparsity chosen per input. It is trained by distillation to the model's output plus an
-    l2 sparsity term (--sparsity), on the network restricted to the pathway, whose
-    gradients come from pathonnx's own adjoint: no framework copy of the model. It needs
+    sparsity chosen per input. It is trained on the network restricted to the pathway, whose
+    gradients come from pathonnx's own adjoint (no framework copy of the model): by
+    distillation to the model's output, plus an l2 sparsity term (--sparsity) and a
+    baseline term (--baseline: at a zero input the pathway should behave as the model does
+    there, so that it cannot reproduce the model's output without seeing the input). It needs
     torch (pip install 'pathonnx[learn]'); OUT is an ONNX file, and explaining with it
     (--method gencnp -p generator=OUT) needs only onnxruntime.
 

@@ -31,6 +31,7 @@ from pathonnx.learn import (  # noqa: E402
     pathway_logits,
     train,
 )
+from pathonnx.learn.generator import hard  # noqa: E402
 
 #: A generator trained for a few steps: enough to test the plumbing, not the explanations.
 TINY = {"epochs": 2, "batch": 8, "embed": 4, "width": 8, "seed": 3}
@@ -139,7 +140,10 @@ def test_training_records_each_epoch_and_the_file_says_what_it_is(trained, vgg):
     result, path = trained
     assert len(result.history) == 2 and 1 <= result.best_epoch <= 2
     for record in result.history:
-        assert np.isfinite([record[k] for k in ("kd", "l2", "val_kd", "val_l2")]).all()
+        terms = ("kd", "baseline", "l2", "val_kd", "val_baseline", "val_l2")
+        assert np.isfinite([record[k] for k in terms]).all()
+        want = record["val_kd"] + record["val_baseline"] + 5.0 * record["val_l2"]
+        assert record["val_loss"] == pytest.approx(want)
         assert 0 <= record["val_units_kept"] <= 1 and 0 <= record["val_agreement"] <= 1
     assert result.split == {"train": 22, "validation": 2}  # 10%, rounded
     generator = load_generator(path, vgg)
@@ -165,7 +169,9 @@ def test_the_onnx_generator_gives_torchs_hard_masks(trained, vgg, examples):
         decided = s.abs() > 1e-4  # exactly at 0 the two may round apart
         got = masks[gate.name].reshape(12, gate.shape[0], -1)
         assert (got == got[:, :, :1]).all()  # a channel's decision over all its positions
-        assert np.array_equal(got[:, :, 0][decided], (s > 0).numpy()[decided]), gate.name
+        want = hard(s).numpy()  # score > 0, and the gate's top channel
+        assert np.array_equal(got[:, :, 0][decided], want[decided]), gate.name
+        assert got[:, :, 0].any(axis=1).all()  # every gate keeps a channel
         removed += int((~got[:, :, 0]).sum())
     assert removed > 0  # the sparsity term has removed channels
 
@@ -264,7 +270,7 @@ def test_unit_granularity_on_dense_and_spatial_gates(exported, tmp_path):
         for gate, s in zip(model.gates, scores):
             assert tuple(s.shape) == (10, *gate.shape)
             decided = (s.abs() > 1e-4).numpy()
-            assert np.array_equal(masks[gate.name][decided], (s > 0).numpy()[decided])
+            assert np.array_equal(masks[gate.name][decided], hard(s).numpy()[decided])
         pathway = pathonnx.METHODS["gencnp"].fn(model, x, None, str(file))
         frozen = model.engine.frozen_logits(fwd, x, pathway.masks)[np.arange(10), pathway.target]
         np.testing.assert_allclose(pathway.linear.output(x), frozen, rtol=1e-4, atol=1e-4)

@@ -27,6 +27,12 @@ chosen to train on two CPU cores in minutes for 32×32 models:
   the soft mask is Σ_q q·weight (for two levels, sigmoid((2u − 1)/T)). T falls during training
   (``Settings``: from ``daq_start`` by ``daq_decay`` per epoch to ``daq_end``), so the soft mask
   approaches the hard one; at inference the mask is the nearest level, [u > 1/2] = [score > 0].
+- Every gate keeps at least its top-scoring channel (unit), in training and at inference, as
+  the pathwise method keeps a gate's most important unit when none passes. Without it the
+  generator learnt, on the shipped ResNet, to remove its first two gates whole: the network
+  left then sees nothing of the input, yet its logits still follow the class, because the
+  masks of the gates above (decided from the full network's activations) carry it through
+  the biases. The pathway's W^p was 0 there and its b^p the whole logit.
 
 Sizes (defaults ``embed=16``, ``size=4``, ``width=32``): about 100 k parameters for the
 shipped shapes_vgg (six gates), most of them in the channel decoders.
@@ -61,9 +67,21 @@ def daq(scores: torch.Tensor, temperature: float, levels=LEVELS) -> torch.Tensor
     return (weights * q).sum(-1)
 
 
+def top(scores: torch.Tensor) -> torch.Tensor:
+    """Per sample, the gate's highest score (channel or unit), bool shaped like ``scores``."""
+    axes = tuple(range(1, scores.dim()))
+    return scores >= torch.amax(scores, dim=axes, keepdim=True)
+
+
 def hard(scores: torch.Tensor) -> torch.Tensor:
-    """DAQ at inference: the nearest level of sigmoid(scores), [score > 0], as bool."""
-    return scores > 0
+    """DAQ at inference: the nearest level of sigmoid(scores), [score > 0], as bool; and
+    every gate keeps at least its top-scoring channel (unit)."""
+    return (scores > 0) | top(scores)
+
+
+def soft(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """DAQ during training (:func:`daq`), with each gate's top-scoring channel (unit) kept."""
+    return torch.where(top(scores), torch.ones_like(scores), daq(scores, temperature))
 
 
 class Embedder(nn.Module):

@@ -17,8 +17,9 @@ class Settings:
 
     ``granularity`` ["channel"]: one mask per channel of a gate, or per "unit" (small models);
     ``epochs`` [30], ``batch`` [64] inputs per step, ``lr`` [1e-3] (Adam), ``sparsity``
-    [0.5] λ, the weight of the l2 term; ``patience`` [5] epochs without a better validation
-    loss before stopping; ``seed`` [0]; ``temperature`` [1.0] of the distillation;
+    [0.5] λ, the weight of the l2 term; ``baseline`` [1.0] μ, the weight of the baseline
+    term (:mod:`.training`; 0 leaves the paper's loss); ``patience`` [5] epochs without a
+    better validation loss before stopping; ``seed`` [0]; ``temperature`` [1.0] of the distillation;
     ``val_share`` [0.1] of the inputs held out (per class); ``embed`` [16], ``size`` [4] and
     ``width`` [32]: the generator's sizes (:mod:`.generator`); ``daq_start`` [0.2],
     ``daq_decay`` [0.8] per epoch and ``daq_end`` [0.02]: DAQ's temperature; ``steps``
@@ -30,6 +31,7 @@ class Settings:
     batch: int = 64
     lr: float = 1e-3
     sparsity: float = 0.5
+    baseline: float = 1.0
     patience: int = 5
     seed: int = 0
     temperature: float = 1.0
@@ -65,8 +67,9 @@ class Settings:
         for name, value in positive.items():
             if not np.isfinite(value) or value <= 0:
                 raise InputError(f"{name}={value!r} must be a positive number")
-        if not np.isfinite(self.sparsity) or self.sparsity < 0:
-            raise InputError(f"sparsity={self.sparsity!r} must be a number >= 0")
+        for name, value in (("sparsity", self.sparsity), ("baseline", self.baseline)):
+            if not np.isfinite(value) or value < 0:
+                raise InputError(f"{name}={value!r} must be a number >= 0")
         if not 0 < self.val_share < 1:
             raise InputError(f"val_share={self.val_share!r} must be in (0, 1)")
         if not 0 <= self.min_delta < 1:

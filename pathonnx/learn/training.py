@@ -7,14 +7,24 @@ Per batch x (Lin et al. 2023: knowledge distillation plus an l2 sparsity term):
 - the generator reads the h and gives per gate its scores and DAQ's soft mask m (in [0, 1]);
 - the *pathway network*, the model with each gate's output multiplied by its m, runs at x
   (:class:`~pathonnx.learn.autograd.PathwayNetwork`): logits z^p;
-- loss = T²·KL(softmax(z/T) ‖ softmax(z^p/T)) + λ·mean_l mean(m_l²), the KD term averaged
-  over the batch, the l2 term over each gate's masks and then over the gates (λ is
+- loss = KD + μ·B + λ·S. KD = T²·KL(softmax(z/T) ‖ softmax(z^p/T)), averaged over the batch;
+  S = mean_l mean(m_l²), the l2 term over each gate's masks and then over the gates (λ is
   ``sparsity``; the paper's l2 norm, divided by the number of masks so that λ does not depend
   on the model's width). The sparsity each input gets is its own, not a global quota.
+- B, the *baseline term* (weight μ, ``baseline``; ours, not the paper's): the same pathway
+  network (x's masks) run at the baseline input x̃ = 0, distilled towards the model's own
+  output at x̃. Without it (μ = 0, the paper's loss) the generator learnt, on the shipped
+  ResNet, a pathway that reproduces the model's logits without seeing the input: it kept one
+  channel of the first two gates (none, before every gate had to keep its top channel, see
+  :mod:`.generator`), and the class reached the logits through the masks of the gates above,
+  which the generator decides from the full network's activations, and the biases they let
+  through. The pathway's W^p·x then carried under 1% of its logit. With B, a pathway whose
+  output does not depend on the input costs as much at x̃ as it gains at x.
 
 After each epoch the held-out inputs are measured with the *hard* masks, the ones an
-explanation uses: their KD loss, l2 term (the share of masks kept) and the share of the
-model's units kept. Training stops when the validation loss, KD + λ·l2, has not improved for
+explanation uses: their KD loss, baseline term, l2 term (the share of masks kept) and the
+share of the model's units kept. Training stops when the validation loss, KD + μ·B + λ·S,
+has not improved for
 ``patience`` epochs, and the generator of the best epoch is kept. (The KD loss alone would
 stop at once: it is smallest where every unit is kept, which is where training starts.)
 
@@ -42,7 +52,7 @@ from ..errors import InputError
 from ..io import atomic_write_bytes, read_bytes
 from .autograd import pathway_logits
 from .data import Examples, split
-from .generator import GenCNP, daq
+from .generator import GenCNP, soft
 from .settings import Settings, check_gates
 
 #: What a checkpoint file says it is.
@@ -79,7 +89,7 @@ def _activations(model, fwd) -> list[torch.Tensor]:
 
 def distillation(teacher: np.ndarray, student: torch.Tensor, temperature: float) -> torch.Tensor:
     """T²·KL(softmax(teacher/T) ‖ softmax(student/T)) per sample (N,) (Hinton et al. 2015)."""
-    t = torch.from_numpy(np.asarray(teacher, np.float32)).to(student.dtype) / temperature
+    t = torch.from_numpy(np.array(teacher, np.float32)).to(student.dtype) / temperature
     log_p, log_q = F.log_softmax(t, dim=1), F.log_softmax(student / temperature, dim=1)
     return temperature**2 * (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
@@ -102,6 +112,16 @@ def _calibrate(generator: GenCNP, model, examples: Examples, index: np.ndarray, 
     generator.set_scales([(s / count).sqrt().float() for s in sums])
 
 
+def _baseline_term(model, x: np.ndarray, masks, settings: Settings) -> torch.Tensor:
+    """The baseline term per sample (N,): the pathway network of x's masks run at the
+    baseline input x̃ = 0 (the model's input space, the deletion metrics' baseline),
+    distilled towards the model's own output at x̃."""
+    zeros = np.zeros_like(x)
+    teacher = np.broadcast_to(model.logits(zeros[:1]), (len(x), model.num_outputs))
+    logits = pathway_logits(model, zeros, masks, settings.granularity)
+    return distillation(teacher, logits, settings.temperature)
+
+
 def _validate(generator: GenCNP, model, examples: Examples, index: np.ndarray,
               settings: Settings) -> dict:  # fmt: skip
     """The held-out inputs with the hard masks: KD, l2 (share of masks kept), loss, share of
@@ -110,7 +130,7 @@ def _validate(generator: GenCNP, model, examples: Examples, index: np.ndarray,
     units = np.array([g.units for g in model.gates], np.float64)
     per_mask = np.array([g.units / g.shape[0] if settings.granularity == "channel" else 1.0
                          for g in model.gates])  # fmt: skip
-    kd, l2, kept, agree = [], [], [], []
+    kd, base, l2, kept, agree = [], [], [], [], []
     with torch.no_grad():
         for lo in range(0, len(index), settings.batch):
             x = examples.batch(index[lo : lo + settings.batch])
@@ -118,12 +138,16 @@ def _validate(generator: GenCNP, model, examples: Examples, index: np.ndarray,
             masks = [m.float() for m in generator(*_activations(model, fwd))]
             logits = pathway_logits(model, x, masks, settings.granularity)
             kd += distillation(fwd.logits, logits, settings.temperature).tolist()
+            if settings.baseline > 0:
+                base += _baseline_term(model, x, masks, settings).tolist()
             l2 += l2_term(masks).tolist()
             counts = np.stack([m.flatten(1).sum(dim=1).numpy() for m in masks], axis=1)
             kept += ((counts * per_mask).sum(axis=1) / units.sum()).tolist()
             agree += (logits.argmax(dim=1).numpy() == fwd.logits.argmax(axis=1)).tolist()
-    out = {"val_kd": float(np.mean(kd)), "val_l2": float(np.mean(l2))}
-    out["val_loss"] = out["val_kd"] + settings.sparsity * out["val_l2"]
+    out = {"val_kd": float(np.mean(kd)), "val_baseline": float(np.mean(base or [0.0])),
+           "val_l2": float(np.mean(l2))}  # fmt: skip
+    out["val_loss"] = (out["val_kd"] + settings.baseline * out["val_baseline"]
+                       + settings.sparsity * out["val_l2"])  # fmt: skip
     out["val_units_kept"] = float(np.mean(kept))
     out["val_agreement"] = float(np.mean(agree))
     return out
@@ -173,8 +197,9 @@ def train(model, examples: Examples, settings: Settings | None = None,
 
     ``checkpoint``: a file to resume from when it exists and to write after every epoch.
     ``progress(event)`` hears every step (``{"phase": "step", "epoch", "epochs", "step",
-    "steps", "kd", "l2", "loss", "temperature"}``, running means over the epoch) and every
-    epoch's end (``"phase": "epoch"`` with the validation terms). Deterministic for a seed."""
+    "steps", "kd", "baseline", "l2", "loss", "temperature"}``, running means over the
+    epoch) and every epoch's end (``"phase": "epoch"`` with the validation terms).
+    Deterministic for a seed."""
     settings = (settings or Settings()).check()
     check_gates(model)
     started = time.perf_counter()
@@ -205,19 +230,22 @@ def train(model, examples: Examples, settings: Settings | None = None,
         order = np.random.default_rng([settings.seed, 2, epoch]).permutation(train_index)
         batches = [order[lo : lo + batch] for lo in range(0, len(order), batch)]
         batches = batches[: settings.steps] if settings.steps is not None else batches
-        sums = {"kd": 0.0, "l2": 0.0, "loss": 0.0}
+        sums = {"kd": 0.0, "baseline": 0.0, "l2": 0.0, "loss": 0.0}
         for step, index in enumerate(batches, 1):
             x = examples.batch(index)
             fwd = model.forward(x)
-            masks = [daq(s, temperature) for s in generator.scores(_activations(model, fwd))]
+            masks = [soft(s, temperature) for s in generator.scores(_activations(model, fwd))]
             logits = pathway_logits(model, x, masks, settings.granularity)
             kd = distillation(fwd.logits, logits, settings.temperature).mean()
+            base = torch.zeros(())
+            if settings.baseline > 0:
+                base = _baseline_term(model, x, masks, settings).mean()
             l2 = l2_term(masks).mean()
-            loss = kd + lam * l2
+            loss = kd + settings.baseline * base + lam * l2
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            for key, value in (("kd", kd), ("l2", l2), ("loss", loss)):
+            for key, value in (("kd", kd), ("baseline", base), ("l2", l2), ("loss", loss)):
                 sums[key] += float(value.detach())
             if progress is not None:
                 progress({"phase": "step", "epoch": epoch + 1, "epochs": settings.epochs,
