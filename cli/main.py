@@ -20,6 +20,7 @@ from pathonnx.io import command_inputs, json_text
 from .class_pathways_cmd import class_pathways_options, run_class_pathways
 from .evaluate_cmd import evaluate_options, run_evaluate
 from .explain_cmd import explain_options, run_explain
+from .learn_cmd import learn_options, run_learn
 from .options import (
     check_out_file,
     export_epilog,
@@ -158,6 +159,7 @@ def main(ctx, debug):
       pathonnx rewrite model.onnx -o model.canonical.onnx
       pathonnx export model.onnx -o explainer.onnx --method saliency
       pathonnx class-pathways sample_models/shapes_vgg.onnx sample_models/eval -o classes.npz
+      pathonnx learn sample_models/shapes_vgg.onnx train/ -o vgg.gencnp.onnx
     """
     ctx.obj = {"debug": debug}
     ctx.with_resource(command_inputs())  # what the command reads, no output may replace
@@ -274,6 +276,42 @@ def class_pathways(model, data, **opts):
       pathonnx explain model.onnx photo.png --method class_pathway --pathways classes.npz
     """
     run_class_pathways(model, data, **opts)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path())
+@learn_options
+@common_model_options
+def learn(model, data, **opts):
+    """Train a GEN-CNP pathway generator for MODEL on the images in DATA, and write it to OUT.
+
+    The generator (Lin et al., arXiv 2309.09887) reads the model's gate outputs at an input
+    and returns its pathway: one binary mask per channel (or per unit) of every gate, its
+    sparsity chosen per input. It is trained on the network restricted to the pathway, whose
+    gradients come from pathonnx's own adjoint (no framework copy of the model): by
+    distillation to the model's output, plus an l2 sparsity term (--sparsity) and a
+    baseline term (--baseline: at a zero input the pathway should behave as the model does
+    there, so that it cannot reproduce the model's output without seeing the input). It needs
+    torch (pip install 'pathonnx[learn]'); OUT is an ONNX file, and explaining with it
+    (--method gencnp -p generator=OUT) needs only onnxruntime.
+
+    DATA: a folder of images (recursive) or .npy arrays. Labels come from its sub-folders
+    when every image lies in one named after a class (or a class index), else from the
+    model's predictions; --val-share of them (per class) is held out. Training stops early
+    when the validation loss (distillation + sparsity, with the hard masks) has not improved
+    for --patience epochs, and keeps the best epoch. A checkpoint (default OUT.ckpt) is
+    written after every epoch: the same command run again resumes where it stopped; with
+    more --epochs it goes on.
+
+    \b
+    Examples:
+      pathonnx learn sample_models/shapes_vgg.onnx shapes-train/ -o vgg.gencnp.onnx
+      pathonnx learn model.onnx images/ -o gen.onnx --granularity unit --epochs 10 --json
+      pathonnx explain sample_models/shapes_vgg.onnx img.png --method gencnp \\
+          -p generator=vgg.gencnp.onnx
+    """
+    run_learn(model, data, **opts)
 
 
 @main.command()

@@ -4,7 +4,8 @@ The package's folders are the pipeline's stages, each importing only from those 
 (docs/ARCHITECTURE.md): ``ops`` (one rule per op) → ``graph`` (load, rewrite) → ``engine``
 (Model, sessions, the exact linear model) → ``methods`` (the registry, pathways, baselines)
 → ``evaluation`` (metrics) → the use cases here (``explanation``, ``check``, ``exporting``,
-``pictures``).
+``pictures``) → ``learn`` (training GEN-CNP pathway generators; the one stage that needs
+torch, the extra ``learn``; it is not imported here).
 """
 
 from __future__ import annotations

@@ -2,14 +2,16 @@
 
 Inside, in order of dependency: ``session`` (providers, options) → ``forward`` (the pattern,
 targets) → ``adjoint`` (the adjoint and frozen graphs, built from the op rules) → ``sparse``
-(the sparse walk, a driver over the op rules) and ``ingraph`` (explainers as one ONNX graph,
-for ``pathonnx export``) → ``linear`` (:class:`LinearEngine`) → ``sweep``
+(the sparse walk, a driver over the op rules), ``ingraph`` (explainers as one ONNX graph,
+for ``pathonnx export``) and ``auxiliary`` (graphs run beside the model, such as a pathway
+generator) → ``linear`` (:class:`LinearEngine`) → ``sweep``
 (staged walks, the row store) → ``model`` (:class:`Model`, :func:`load`).
 """
 
 from __future__ import annotations
 
 from .adjoint import build_adjoint, build_frozen
+from .auxiliary import GraphRunner
 from .forward import Forward, as_batch, check_target, one_hot, softmax
 from .ingraph import Critical, GradCam, Pathwise, Recipe, build_explainer
 from .linear import Linear, LinearEngine
@@ -32,6 +34,7 @@ __all__ = [
     "Device",
     "DeviceChoice",
     "Forward",
+    "GraphRunner",
     "Linear",
     "LinearEngine",
     "Model",

@@ -7,6 +7,7 @@
 - :mod:`.pruning`: the pruning-objective baselines (greedy Taylor pruning, DGR);
 - :mod:`.transfer`: class pathways aggregated from any pathway method's pathways (Lin et al.
   2023), their file, and the ``class_pathway`` method that explains with them;
+- :mod:`.learned`: GEN-CNP's learned pathways, read from a generator (``pathonnx learn``);
 - :mod:`.baselines`: saliency, input × gradient, integrated gradients, SmoothGrad, guided
   backprop, DeconvNet, Grad-CAM.
 
@@ -19,7 +20,7 @@ from .pathway import Pathway, jaccard
 from .registry import METHODS, Method, Param, attribute, method_params
 
 # Importing the method modules registers them, in the order --help lists them.
-from . import pathwise, critical, pruning, transfer, baselines  # noqa: E402,F401  isort: skip
+from . import pathwise, critical, pruning, transfer, learned, baselines  # noqa: E402,F401  isort: skip
 from .critical import critical_pathway  # noqa: E402
 from .pathwise import decompose  # noqa: E402
 from .pruning import pruned_pathway  # noqa: E402

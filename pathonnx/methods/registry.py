@@ -342,6 +342,12 @@ def method_params(method: str, params: dict, model=None) -> dict:
             checked[param.name] = param.check(params[param.name], shown)
             if model is not None:
                 param.check_model(model, checked[param.name], shown)
+    for param in entry.params:
+        if param.required and checked[param.name] is None:
+            raise InputError(
+                f"method {method!r} needs {param.name}: {param.help}; pass "
+                f"{param.name}=... (on the command line -p {param.name}=VALUE)"
+            )
     return checked
 
 

@@ -1,0 +1,77 @@
+"""A trained generator as an ONNX file that onnxruntime alone runs (the format is in
+:mod:`pathonnx.methods.learned`), and the hook where class pathways join it.
+
+torch's TorchScript-based exporter (``dynamo=False``) writes it: it needs nothing beyond
+torch (the dynamo exporter needs onnxscript, which the ``learn`` extra does not bring), and
+the generator is a plain feed-forward module whose loops unroll at the gates' fixed sizes.
+The batch axis is free. pathonnx's metadata (gates, granularity, the model's sha256,
+settings, final losses, version) is added to the file's metadata_props.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..graph.auxiliary import stamp_metadata
+from ..io import atomic_write_bytes
+from ..methods.learned import generator_metadata, input_name, output_name
+
+#: The opset of exported generators.
+OPSET = 17
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's deprecation warnings and log lines are not the user's concern."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_generator(trained, model, path: str | Path | None = None) -> bytes:
+    """The serialized ONNX generator of ``trained`` (a :class:`~pathonnx.learn.Trained`) for
+    ``model``; written atomically to ``path`` when given."""
+    generator = copy.deepcopy(trained.generator).eval().float()
+    count = len(model.gates)
+    example = tuple(torch.zeros(2, *g.shape) for g in model.gates)
+    names_in = [input_name(i) for i in range(count)]
+    names_out = [output_name(i) for i in range(count)]
+    buffer = io.BytesIO()
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(
+            generator, example, buffer, dynamo=False, opset_version=OPSET,
+            input_names=names_in, output_names=names_out,
+            dynamic_axes={name: {0: "N"} for name in names_in + names_out},
+        )  # fmt: skip
+    losses = {**trained.losses, "best_epoch": trained.best_epoch,
+              "epochs_run": len(trained.history), "stopped_early": trained.stopped_early,
+              **trained.split}  # fmt: skip
+    metadata = generator_metadata(model, trained.settings.granularity,
+                                  trained.settings.to_dict(), losses)  # fmt: skip
+    data = stamp_metadata(buffer.getvalue(), metadata)
+    if path is not None:
+        atomic_write_bytes(Path(path), data)
+    return data
+
+
+def write_class_pathways(model, generator_path, examples, out) -> list[Path]:
+    """Hook: where ``pathonnx learn`` writes the class pathways beside the generator (issue
+    16, item 3: each class's pathway aggregated from its samples' pathways). It is called
+    after the generator is written, with the model, the generator file, the training
+    :class:`~pathonnx.learn.Examples` (their labels) and the generator's path; it returns
+    the files it wrote. Class pathways are not built here yet: it writes nothing."""
+    del model, generator_path, examples, out
+    return []
