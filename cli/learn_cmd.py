@@ -151,7 +151,7 @@ def run_learn(model, data, **opts) -> None:
     finally:
         progress.close()
     learn.export_generator(trained, loaded, out)
-    extra = learn.write_class_pathways(loaded, out, examples, out)  # class pathways: issue 16
+    extra = learn.write_class_pathways(loaded, out, examples, out)  # beside the generator
     losses = trained.losses
     summary = {
         "model": str(model), "model_sha256": loaded.sha256(), "data": str(data),

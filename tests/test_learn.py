@@ -8,6 +8,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,8 +289,24 @@ def test_learn_on_the_command_line_writes_a_generator_and_resumes(data, tmp_path
     assert summary["labels"] == "folders" and summary["inputs"] == 24
     assert summary["epochs_run"] == 1 and summary["resumed_after_epoch"] == 0
     assert summary["checkpoint"] == f"{out}.ckpt" and (tmp_path / "gen.onnx.ckpt").is_file()
-    assert summary["class_pathways"] == []  # issue 16's class pathways plug in here
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.onnx", "gen.onnx.ckpt"]
+    classes = tmp_path / "gen.classes.npz"  # the class pathways, beside the generator
+    assert summary["class_pathways"] == [str(classes)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.classes.npz", "gen.onnx",
+                                                          "gen.onnx.ckpt"]  # fmt: skip
+    # the learn -> explain path: a training image explained with its class's pathway
+    image = sorted(Path(data).rglob("*.png"))[0]
+    explained = invoke("explain", VGG, image, "-o", tmp_path / "ex", "--method",
+                       "class_pathway", "-p", f"pathways={classes}", "--json")  # fmt: skip
+    assert explained.exit_code == 0, explained.output
+    # ... and evaluate: GEN-CNP's pathways against the class pathways, with the cnp metrics
+    evaluated = invoke("evaluate", VGG, data, "-o", tmp_path / "ev", "--methods",
+                       "gencnp,class_pathway", "-p", f"gencnp.generator={out}",
+                       "-p", f"class_pathway.pathways={classes}", "--metrics", "pathway,cnp",
+                       "--limit", "6", "--json")  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads(evaluated.stdout)["summary"]
+    assert summary["class_pathway"]["acIOU"]["mean"] == pytest.approx(1.0)  # one per class
+    assert 0 <= summary["gencnp"]["mDC"]["mean"] <= 1
     again = invoke(*args)  # the generator exists: refused without --force
     assert again.exit_code == 2 and "--force" in again.stderr
     longer = invoke(*args[:5], "--epochs", "2", "--batch", "8", "--json", "--force")

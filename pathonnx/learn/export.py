@@ -17,6 +17,7 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..graph.auxiliary import stamp_metadata
@@ -67,11 +68,21 @@ def export_generator(trained, model, path: str | Path | None = None) -> bytes:
     return data
 
 
-def write_class_pathways(model, generator_path, examples, out) -> list[Path]:
-    """Hook: where ``pathonnx learn`` writes the class pathways beside the generator (issue
-    16, item 3: each class's pathway aggregated from its samples' pathways). It is called
-    after the generator is written, with the model, the generator file, the training
-    :class:`~pathonnx.learn.Examples` (their labels) and the generator's path; it returns
-    the files it wrote. Class pathways are not built here yet: it writes nothing."""
-    del model, generator_path, examples, out
-    return []
+def write_class_pathways(model, generator_path, examples, out, threshold: float = 0.5,
+                         chunk: int = 64, progress=None) -> list[Path]:  # fmt: skip
+    """The class pathways beside the generator (issue 16, item 3): each training input's
+    GEN-CNP pathway for its label, aggregated per class by average firing (the units at least
+    ``threshold`` of the class's pathways keep; :func:`pathonnx.methods.transfer.class_pathways`),
+    written to ``<out>`` with ``.classes.npz`` for ``.onnx`` (e.g. ``vgg.gencnp.classes.npz``),
+    the file ``--method class_pathway -p pathways=...`` reads. ``progress(n)`` as inputs
+    are done. Returns the files written."""
+    from ..methods.transfer import class_pathways
+
+    everything = np.arange(len(examples))  # decoded at once: the training set fit in memory
+    found = class_pathways(model, examples.batch(everything), examples.labels, method="gencnp",
+                           threshold=threshold, chunk=chunk, progress=progress,
+                           generator=str(generator_path))  # fmt: skip
+    path = Path(out)
+    target = path.with_name(path.name.removesuffix(".onnx") + ".classes.npz")
+    found.save(target)
+    return [target]
