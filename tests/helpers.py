@@ -54,3 +54,32 @@ def invoke(*args):
     from pathonnx_cli.main import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+MLP_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[N, 4] x, float[4, 6] w1, float[6] b1, float[6, 5] w2, float[5] b2,
+        float[5, 3] w3, float[3] b3) => (float[N, 3] logits) {
+    z1 = Gemm(x, w1, b1)
+    h1 = Relu(z1)
+    z2 = Gemm(h1, w2, b2)
+    h2 = Relu(z2)
+    logits = Gemm(h2, w3, b3)
+}
+"""
+
+
+def mlp_weights(seed: int) -> tuple[np.ndarray, ...]:
+    """W1, B1, W2, B2, W3, B3 of :func:`two_gate_mlp`, standard normal float32."""
+    rng = np.random.default_rng(seed)
+    shapes = [(4, 6), (6,), (6, 5), (5,), (5, 3), (3,)]
+    return tuple(rng.standard_normal(shape).astype(np.float32) for shape in shapes)
+
+
+def two_gate_mlp(weights):
+    """logits = Gemm(Relu(Gemm(Relu(Gemm(x))))): two gates, h1 (6 units) and h2 (5 units),
+    three classes, with ``weights`` from :func:`mlp_weights`."""
+    import pathonnx
+
+    names = ("w1", "b1", "w2", "b2", "w3", "b3")
+    return pathonnx.load(make_model(MLP_TEXT, **dict(zip(names, weights))), device="cpu")

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import EVAL, IMAGE, SAMPLES, VGG, invoke, make_model
+from helpers import EVAL, IMAGE, SAMPLES, VGG, invoke, mlp_weights, two_gate_mlp
 
 import pathonnx
 from pathonnx.explanation import image_preprocess
@@ -17,28 +17,13 @@ from pathonnx.images import load_inputs
 from pathonnx.methods.pathway import gate_masks, kept_units
 from pathonnx.methods.transfer import average_firing, threshold_firing
 
-RNG = np.random.default_rng(11)
-W1, B1 = RNG.standard_normal((4, 6)).astype(np.float32), RNG.standard_normal(6).astype(np.float32)
-W2, B2 = RNG.standard_normal((6, 5)).astype(np.float32), RNG.standard_normal(5).astype(np.float32)
-W3, B3 = RNG.standard_normal((5, 3)).astype(np.float32), RNG.standard_normal(3).astype(np.float32)
+W1, B1, W2, B2, W3, B3 = mlp_weights(11)
 
 
 @pytest.fixture(scope="module")
 def mlp():
     """Two ReLU gates, h1 (6 units) and h2 (5 units), three classes."""
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    agraph (float[N, 4] x, float[4, 6] w1, float[6] b1, float[6, 5] w2, float[5] b2,
-            float[5, 3] w3, float[3] b3) => (float[N, 3] logits) {
-        z1 = Gemm(x, w1, b1)
-        h1 = Relu(z1)
-        z2 = Gemm(h1, w2, b2)
-        h2 = Relu(z2)
-        logits = Gemm(h2, w3, b3)
-    }
-    """
-    proto = make_model(text, w1=W1, b1=B1, w2=W2, b2=B2, w3=W3, b3=B3)
-    return pathonnx.load(proto, device="cpu")
+    return two_gate_mlp((W1, B1, W2, B2, W3, B3))
 
 
 @pytest.fixture(scope="module")
