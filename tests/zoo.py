@@ -7,19 +7,17 @@ parameters are randomised too, so that a wrong BN fold changes the outputs visib
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import os
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pathonnx.learn.export import quiet_export  # noqa: F401  (tests call zoo.quiet_export)
 
 # --------------------------------------------------------------------------------------------
 # Building blocks
@@ -594,20 +592,6 @@ def export(
     with quiet_export():
         export_module(module, x, path, exporter, opset, dynamic_batch)
     return module, x
-
-
-@contextlib.contextmanager
-def quiet_export() -> Iterator[None]:
-    """Silence exporter noise: deprecation/tracer warnings, progress prints, registry log lines."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def torch_logits(module: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -29,8 +29,9 @@ OPSET = 17
 
 
 @contextlib.contextmanager
-def _quiet():
-    """The exporter's deprecation warnings and log lines are not the user's concern."""
+def quiet_export():
+    """Silence torch.onnx.export's noise (deprecation and tracer warnings, progress prints,
+    registry log lines): not the user's concern, nor the tests' (tests/zoo.py uses it)."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -51,7 +52,7 @@ def export_generator(trained, model, path: str | Path | None = None) -> bytes:
     names_in = [input_name(i) for i in range(count)]
     names_out = [output_name(i) for i in range(count)]
     buffer = io.BytesIO()
-    with _quiet(), torch.no_grad():
+    with quiet_export(), torch.no_grad():
         torch.onnx.export(
             generator, example, buffer, dynamo=False, opset_version=OPSET,
             input_names=names_in, output_names=names_out,
